@@ -1,0 +1,37 @@
+"""The pack's base action: validated config once, errors mapped at the edge.
+
+Action modules subclass ``PackAction`` and implement ``run_action(**params)``.
+A ``PackError`` becomes a failed execution whose result is
+``{"error": <message>, "error_type": <kind>, ...}`` (st2's ``(False, result)``
+convention) instead of a traceback in stderr. Unexpected exceptions still
+propagate: they are bugs and st2 records them as such.
+"""
+from typing import Any, Dict, Optional
+
+from st2common.runners.base_action import Action
+
+from lib.config import load_config
+from lib.errors import PackError
+
+
+class PackAction(Action):
+    def __init__(self, config=None, action_service=None):
+        super().__init__(config=config, action_service=action_service)
+        self._pack_config: Optional[Dict[str, Any]] = None
+
+    @property
+    def pack_config(self) -> Dict[str, Any]:
+        """The validated config with defaults applied (raises ConfigError)."""
+        if self._pack_config is None:
+            self._pack_config = load_config(self.config)
+        return self._pack_config
+
+    def run(self, **params):
+        try:
+            return self.run_action(**params)
+        except PackError as error:
+            self.logger.error("%s failed: %s", type(self).__name__, error)
+            return False, error.to_result()
+
+    def run_action(self, **params):
+        raise NotImplementedError()

@@ -1,0 +1,77 @@
+"""The pack's exceptions.
+
+Every error the library raises on purpose is a ``PackError``: actions turn it
+into a failed result with a clear message, sensors log it and carry on. The
+messages never contain secret values: they are built from key names, HTTP
+statuses and server messages only.
+"""
+from typing import Optional, Sequence
+
+
+class PackError(Exception):
+    """Base class of every error the pack raises on purpose."""
+
+    kind = "error"
+
+    def to_result(self) -> dict:
+        return {"error": str(self), "error_type": self.kind}
+
+
+class ConfigError(PackError):
+    """The pack configuration is invalid; lists every problem at once."""
+
+    kind = "config"
+
+    def __init__(self, problems: Sequence[str], source: str = "pack config"):
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join("  - " + p for p in self.problems)
+        super().__init__("Invalid {} ({} problem{}):\n{}".format(
+            source, len(self.problems), "" if len(self.problems) == 1 else "s", lines))
+
+
+class InputError(PackError):
+    """An action parameter or trigger payload is unusable."""
+
+    kind = "input"
+
+
+class UnsafePathError(InputError):
+    """A file was refused by the safe file selection rules."""
+
+    kind = "unsafe_path"
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__("Refused {!r}: {}".format(path, reason))
+
+
+class RemoteError(PackError):
+    """A remote service answered with an error or could not be reached."""
+
+    kind = "remote"
+    service = "remote service"
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        self.status = status
+        self.message = message
+        prefix = "{} error".format(self.service)
+        if status is not None:
+            prefix += " (HTTP {})".format(status)
+        super().__init__("{}: {}".format(prefix, message))
+
+    def to_result(self) -> dict:
+        result = super().to_result()
+        result["status"] = self.status
+        return result
+
+
+class AssemblylineError(RemoteError):
+    kind = "assemblyline"
+    service = "Assemblyline"
+
+
+class ThreatConnectError(RemoteError):
+    kind = "threatconnect"
+    service = "ThreatConnect"

@@ -1,0 +1,1 @@
+"""Stand-in for st2tests (tests only)."""
