@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from st2common.runners.base_action import Action
 
+from lib.assemblyline import AssemblylineService
 from lib.config import load_config
 from lib.errors import PackError
 
@@ -18,6 +19,7 @@ class PackAction(Action):
     def __init__(self, config=None, action_service=None):
         super().__init__(config=config, action_service=action_service)
         self._pack_config: Optional[Dict[str, Any]] = None
+        self._assemblyline: Optional[AssemblylineService] = None
 
     @property
     def pack_config(self) -> Dict[str, Any]:
@@ -25,6 +27,12 @@ class PackAction(Action):
         if self._pack_config is None:
             self._pack_config = load_config(self.config)
         return self._pack_config
+
+    def assemblyline(self) -> AssemblylineService:
+        """One Assemblyline connection per action run, created on first use."""
+        if self._assemblyline is None:
+            self._assemblyline = AssemblylineService(self.pack_config["assemblyline"])
+        return self._assemblyline
 
     def run(self, **params):
         try:
