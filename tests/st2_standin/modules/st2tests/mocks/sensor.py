@@ -32,6 +32,7 @@ class MockSensorService:
         self.trigger_schemas = dict(trigger_schemas) if trigger_schemas is not None else None
         self.dispatched_triggers: List[Dict[str, Any]] = []
         self.violations: List[str] = []
+        self._validators: Dict[str, Any] = {}
 
     def get_logger(self, name):
         return logging.getLogger("st2.sensor.{}".format(name))
@@ -54,14 +55,20 @@ class MockSensorService:
         if trigger not in self.trigger_schemas:
             self._violate('unknown trigger "{}" (declared: {})'.format(
                 trigger, ", ".join(sorted(self.trigger_schemas)) or "none"))
-        schema = self.trigger_schemas[trigger]
-        if not schema:
+        validator = self._validator(trigger)
+        if validator is None:
             return
-        errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(payload or {}), key=str)
+        errors = sorted(validator.iter_errors(payload or {}), key=str)
         if errors:
             details = "; ".join("{}: {}".format("/".join(map(str, e.path)) or "<payload>", e.message)
                                 for e in errors[:5])
             self._violate('payload for "{}" violates its payload_schema: {}'.format(trigger, details))
+
+    def _validator(self, trigger: str):
+        if trigger not in self._validators:
+            schema = self.trigger_schemas[trigger]
+            self._validators[trigger] = jsonschema.Draft4Validator(schema) if schema else None
+        return self._validators[trigger]
 
     def _violate(self, message: str) -> None:
         self.violations.append(message)

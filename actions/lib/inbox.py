@@ -1,0 +1,80 @@
+"""Persist-before-dispatch for the notification sensor.
+
+Assemblyline's queue read is a destructive pop, so a popped page exists only
+in the sensor's memory until it is dispatched. The inbox writes each page to
+the datastore (one write per page) before any dispatch, and overwrites it with
+the page's ingest_ids once dispatched (one more write, with a TTL). After a
+restart, pages still pending are dispatched again, skipping every ingest_id
+already dispatched, so nothing is lost and a restart does not fire twice
+(except for a page whose dispatch was cut short before it was marked done:
+delivery is at least once, never at most once).
+"""
+import itertools
+import json
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+PAGE_PREFIX = "page."
+DONE_TTL_SECONDS = 3 * 24 * 3600
+
+
+class Page(NamedTuple):
+    key: str                 # datastore name (local to the sensor class)
+    messages: List[Any]
+
+
+class Inbox:
+    def __init__(self, datastore: Any, clock: Callable[[], float] = time.time,
+                 memory: int = 100000, done_ttl: int = DONE_TTL_SECONDS):
+        self.datastore = datastore
+        self.clock = clock
+        self.done_ttl = done_ttl
+        self.memory = memory
+        self._seen: "OrderedDict[str, None]" = OrderedDict()
+        self._counter = itertools.count()
+
+    # -- dedupe memory -----------------------------------------------------
+    def seen(self, ingest_id: str) -> bool:
+        return ingest_id in self._seen
+
+    def remember(self, ingest_id: str) -> None:
+        self._seen[ingest_id] = None
+        self._seen.move_to_end(ingest_id)
+        while len(self._seen) > self.memory:
+            self._seen.popitem(last=False)
+
+    # -- pages -------------------------------------------------------------
+    def recover(self) -> List[Page]:
+        """Load the dedupe memory from done pages and return pages still to dispatch, oldest first."""
+        pending = []
+        for item in self.datastore.list_values(local=True, prefix=PAGE_PREFIX) or []:
+            key = item.name.split(":", 1)[-1]
+            record = _loads(item.value)
+            if record is None:
+                continue
+            if "done" in record:
+                for ingest_id in record["done"] or []:
+                    self.remember(str(ingest_id))
+            elif isinstance(record.get("messages"), list):
+                pending.append(Page(key, record["messages"]))
+        return sorted(pending, key=lambda page: page.key)
+
+    def store(self, messages: List[Any]) -> Page:
+        """Write a popped page before anything is dispatched from it."""
+        key = "{}{:017.6f}-{:06d}".format(PAGE_PREFIX, self.clock(), next(self._counter) % 1000000)
+        self.datastore.set_value(key, json.dumps({"messages": messages}, separators=(",", ":")), local=True)
+        return Page(key, messages)
+
+    def done(self, page: Page, ingest_ids: List[str]) -> None:
+        """Replace the page by the ids it dispatched; they keep later replays from firing twice."""
+        self.datastore.set_value(page.key, json.dumps({"done": ingest_ids}, separators=(",", ":")),
+                                 ttl=self.done_ttl, local=True)
+
+
+def _loads(value: Optional[str]) -> Optional[Dict[str, Any]]:
+    try:
+        record = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,124 @@
+"""Assemblyline notification messages -> StackStorm trigger payloads.
+
+A message (reference §5) is checked before anything is dispatched: a message
+that is not an object, lacks ``submission``, or carries unexpected types raises
+``MalformedMessage`` and is never dispatched half-formed. Payloads match the
+``payload_schema`` of the trigger types in ``sensors/notification_sensor.yaml``.
+"""
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+PACK = "assemblyline_threatconnect"
+COMPLETED = PACK + ".submission_completed"
+FAILED = PACK + ".submission_failed"
+OVERDUE = PACK + ".submission_overdue"
+MAX_FILES = 100
+MAX_METADATA_VALUE = 1024
+
+
+class MalformedMessage(ValueError):
+    """A notification message the sensor cannot use (the reason names what is wrong)."""
+
+
+def ingest_id_of(message: Any) -> Optional[str]:
+    """The ingest_id of a message, or None when it has none (used before full checks)."""
+    if not isinstance(message, Mapping):
+        return None
+    value = message.get("ingest_id")
+    if not value and isinstance(message.get("submission"), Mapping):
+        value = (message["submission"].get("metadata") or {}).get("ingest_id")
+    return value if isinstance(value, str) and value else None
+
+
+def trigger_for(message: Any) -> Tuple[str, Dict[str, Any]]:
+    """Return ``(trigger_ref, payload)`` for a message, or raise MalformedMessage."""
+    if not isinstance(message, Mapping):
+        raise MalformedMessage("message is a {}, not an object".format(type(message).__name__))
+    submission = message.get("submission")
+    if not isinstance(submission, Mapping):
+        raise MalformedMessage("message has no submission object")
+    ingest_id = ingest_id_of(message)
+    if ingest_id is None:
+        raise MalformedMessage("message has no ingest_id")
+    sid = submission.get("sid")
+    if not isinstance(sid, str) or not sid:
+        raise MalformedMessage("submission.sid is missing or not a string")
+    failure = message.get("failure") or ""
+    if not isinstance(failure, str):
+        raise MalformedMessage("failure is not a string")
+    score = message.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise MalformedMessage("score is not a number")
+    common = {
+        "ingest_id": ingest_id,
+        "sid": sid,
+        "files": _files(submission.get("files")),
+        "metadata": _metadata(submission.get("metadata")),
+        "ingest_time": _text(message.get("ingest_time")),
+        "notify_time": _text(message.get("notify_time")),
+    }
+    common["file_path"] = common["metadata"].get("file_path")
+    if failure:
+        return FAILED, dict(common, failure=failure)
+    if score is None:
+        raise MalformedMessage("a message without failure must carry a score")
+    return COMPLETED, dict(common, score=int(score), cached=sid != ingest_id,
+                           extended_scan=_text(message.get("extended_scan")))
+
+
+def completed_from_record(record: Mapping[str, Any], ingest_id: str) -> Tuple[str, Dict[str, Any]]:
+    """A ``submission_completed`` payload from a submission record found by reconciliation."""
+    times = record.get("times") or {}
+    metadata = _metadata(record.get("metadata"))
+    payload = {
+        "ingest_id": ingest_id,
+        "sid": str(record.get("sid")),
+        "score": int(record.get("max_score") or 0),
+        "files": _files(record.get("files")),
+        "metadata": metadata,
+        "file_path": metadata.get("file_path"),
+        "ingest_time": _text(times.get("submitted")),
+        "notify_time": _text(times.get("completed")),
+        "cached": str(record.get("sid")) != ingest_id,
+        "extended_scan": None,
+        "reconciled": True,
+    }
+    return COMPLETED, payload
+
+
+def overdue_payload(pending: Mapping[str, Any], checked_at: float) -> Tuple[str, Dict[str, Any]]:
+    return OVERDUE, {
+        "ingest_id": str(pending["ingest_id"]),
+        "sha256": _text(pending.get("sha256")),
+        "file_path": _text(pending.get("file_path")),
+        "queue": _text(pending.get("queue")),
+        "ingested_at": float(pending.get("ingested_at") or 0),
+        "deadline": float(pending.get("deadline") or 0),
+        "checked_at": float(checked_at),
+    }
+
+
+def _files(files: Any) -> List[Dict[str, Any]]:
+    if files is None:
+        return []
+    if not isinstance(files, list):
+        raise MalformedMessage("submission.files is not a list")
+    shaped = []
+    for item in files[:MAX_FILES]:
+        if not isinstance(item, Mapping) or not isinstance(item.get("sha256"), str):
+            raise MalformedMessage("submission.files holds an entry without a sha256")
+        size = item.get("size")
+        shaped.append({"name": _text(item.get("name")), "sha256": item["sha256"],
+                       "size": size if isinstance(size, int) and not isinstance(size, bool) else None})
+    return shaped
+
+
+def _metadata(metadata: Any) -> Dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise MalformedMessage("submission.metadata is not an object")
+    return {str(k): str(v)[:MAX_METADATA_VALUE] for k, v in metadata.items() if v is not None}
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
