@@ -13,6 +13,7 @@ from st2common.runners.base_action import Action
 from lib.assemblyline import AssemblylineService
 from lib.config import load_config
 from lib.errors import PackError
+from lib.threatconnect import ThreatConnectClient
 
 
 class PackAction(Action):
@@ -20,6 +21,7 @@ class PackAction(Action):
         super().__init__(config=config, action_service=action_service)
         self._pack_config: Optional[Dict[str, Any]] = None
         self._assemblyline: Optional[AssemblylineService] = None
+        self._threatconnect: Optional[ThreatConnectClient] = None
 
     @property
     def pack_config(self) -> Dict[str, Any]:
@@ -33,6 +35,12 @@ class PackAction(Action):
         if self._assemblyline is None:
             self._assemblyline = AssemblylineService(self.pack_config["assemblyline"])
         return self._assemblyline
+
+    def threatconnect(self) -> ThreatConnectClient:
+        """One ThreatConnect session per action run, created on first use."""
+        if self._threatconnect is None:
+            self._threatconnect = ThreatConnectClient.from_config(self.pack_config)
+        return self._threatconnect
 
     def run(self, **params):
         try:

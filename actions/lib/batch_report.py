@@ -1,0 +1,35 @@
+"""Batch results sized for workflows and chatops.
+
+ThreatConnect reports every error of a job; a 100,000-indicator submission can
+carry thousands. Action results keep every count but list only the first
+``limit`` errors (``threatconnect.max_reported_errors`` unless overridden).
+"""
+from typing import Any, Dict, List, Mapping, Optional
+
+STATUS_COUNTS = {
+    "successCount": "success_count", "errorCount": "error_count", "unprocessCount": "unprocessed_count",
+    "successIndicatorCount": "success_indicator_count", "errorIndicatorCount": "error_indicator_count",
+    "successGroupCount": "success_group_count", "errorGroupCount": "error_group_count",
+}
+
+
+def error_limit(config: Mapping[str, Any], override: Optional[int]) -> int:
+    return int(config["threatconnect"]["max_reported_errors"] if override is None else override)
+
+
+def first_errors(errors: List[Mapping[str, Any]], limit: int) -> Dict[str, Any]:
+    return {"errors": [dict(e) for e in errors[:limit]], "errors_not_listed": max(0, len(errors) - limit)}
+
+
+def job_status(batch_id: int, status: Mapping[str, Any], completed: bool) -> Dict[str, Any]:
+    result = {"batch_id": int(batch_id), "status": status.get("status"), "completed": completed}
+    for wire, name in STATUS_COUNTS.items():
+        if isinstance(status.get(wire), int):
+            result[name] = status[wire]
+    return result
+
+
+def submission_summary(aggregate: Mapping[str, Any], limit: int) -> Dict[str, Any]:
+    summary = {key: aggregate[key] for key in ("owner", "action", "jobs", "totals", "unfinished", "stopped")}
+    summary.update(first_errors(aggregate["errors"], limit))
+    return summary
