@@ -1,0 +1,933 @@
+"""Assemblyline submission results -> ThreatConnect V2 batch indicators and groups.
+
+``build_indicators(results, settings)`` takes the output of the pack's
+``get_submission_results`` action (one submission: ``sid``, ``max_score``,
+``verdict``, ``classification``, ``submitted_at``, ``metadata``, ``files``,
+``tags``, ``al_url``) and the validated pack config, and returns a
+``BuildResult`` whose ``indicators`` and ``groups`` are plain dicts in the
+exact V2 batch format (``{"indicator": [...], "group": [...]}`` items).
+Nothing is sent from here and nothing is read from the network.
+
+Mapping (Assemblyline tag type -> ThreatConnect type):
+
+=================================================  ============  ===========================
+``network.static.ip``, ``network.dynamic.ip``      Address       IPv4, IPv6 as 8 full groups
+``network.static.domain``, ``...dynamic.domain``   Host          lower-case punycode
+``network.static.uri``, ``network.dynamic.uri``    URL           scheme/host lower-case
+``network.email.address``                          EmailAddress  domain lower-case punycode
+submitted file (and extracted files, optional)     File          md5/sha1/sha256, size
+=================================================  ============  ===========================
+
+Attribution tags (``attribution.family|actor|campaign|exploit|implant|network``
+and ``av.virus_name``) become ThreatConnect tags on the indicators found in
+the same files (all files when a side has no ``sha256s``) and on the group.
+Every other tag type (``file.behavior``, ``technique.*`` ...) is counted as
+``not_indicator``.
+
+Filters, in this order, each counted under its reason in ``counts``:
+``safelisted`` (``mapping.drop_safelisted``), ``below_h_type``
+(``mapping.min_h_type``), ``rejected`` (invalid values, listed in
+``rejected`` with a reason), ``private`` (non-public addresses and local host
+names, also as URL hosts and e-mail domains; ``mapping.drop_private_addresses``),
+``file_below_min_score`` (``mapping.min_file_score``) and ``overflow``
+(``mapping.max_indicators_per_submission``: the highest h_type is kept, then
+type/summary order).
+
+Enrichment of every indicator:
+
+* ``rating``/``confidence`` from the (highest) h_type through
+  ``mapping.rating_table`` (``DEFAULT_RATING_TABLE`` when not configured: a
+  configured table replaces it, and an h_type or key it lacks falls back to
+  ``threatconnect.default_rating``/``default_confidence``). File indicators
+  use the h_type of the submission score (>= 1000 malicious, >= 300
+  suspicious, >= 0 info), or of the file's own ``score`` when the results
+  carry one, or of ``verdict`` when there is no score.
+* ``tag``: ``mapping.source_tag`` first, then up to ``max_attribution_tags``
+  attribution tags (highest h_type first, then family, actor, campaign,
+  exploit, implant, network, AV name, then name; case-insensitive duplicates
+  dropped; at most 128 characters each).
+* ``securityLabel`` from the tag's classification (the submission's when the
+  merged occurrences disagree or have none) through
+  ``mapping.classification_labels`` (``DEFAULT_CLASSIFICATION_LABELS`` when not
+  configured; a configured table replaces it; a classification mapped to ""
+  gets no label on purpose). Unmapped classifications get no label, are
+  counted in ``unmapped_classification`` and named in ``warnings``.
+* ``attribute``: one ``Description`` (a default attribute type of every
+  ThreatConnect indicator and group type) naming the analysed file and linking
+  to ``al_url``; the group's Description also gives sid, score, verdict and
+  sha256.
+* ``associatedGroups``: the submission's group, whose xid comes from
+  ``group_xid()``.
+
+Output is deterministic: indicators are sorted by type then summary, every
+list inside them is sorted, and the same tags in any order give the same
+result. The output shares no object with the input; indicators share their
+read-only ``tag``/``securityLabel``/``attribute``/``associatedGroups`` lists
+with each other (built once per distinct value: the hot path allocates one
+dict per indicator). Copy an indicator before modifying its lists.
+"""
+import contextlib
+import gc
+import hashlib
+import ntpath
+import posixpath
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from lib.errors import ConfigError, InputError
+from lib.tc_values import (
+    ValueRejected, clean_text, host_is_public, normalise_email, normalise_hash, normalise_host,
+    normalise_ip, normalise_url, refang, refang_url, tag_name)
+
+H_TYPES = ("safe", "info", "suspicious", "malicious")
+H_RANK = {name: rank for rank, name in enumerate(H_TYPES)}
+
+# Assemblyline tag type -> value kind; the kind names the normaliser and the TC type.
+TAG_KINDS = {
+    "network.static.ip": "Address",
+    "network.dynamic.ip": "Address",
+    "network.static.domain": "Host",
+    "network.dynamic.domain": "Host",
+    "network.static.uri": "URL",
+    "network.dynamic.uri": "URL",
+    "network.email.address": "EmailAddress",
+}
+TC_TYPES = ("Address", "EmailAddress", "File", "Host", "URL")  # output order
+
+# Attribution tag types copied as ThreatConnect tags, in order of preference
+# when ``max_attribution_tags`` cuts the list.
+ATTRIBUTION_TYPES = (
+    "attribution.family", "attribution.actor", "attribution.campaign", "attribution.exploit",
+    "attribution.implant", "attribution.network", "av.virus_name")
+_ATTRIBUTION_ORDER = {name: index for index, name in enumerate(ATTRIBUTION_TYPES)}
+
+# Used when ``mapping.rating_table`` is not configured. A configured table
+# replaces this one; an h_type or key missing from it falls back to
+# ``threatconnect.default_rating`` / ``default_confidence``.
+DEFAULT_RATING_TABLE = {
+    "malicious": {"rating": 4, "confidence": 80},
+    "suspicious": {"rating": 3, "confidence": 60},
+    "info": {"rating": 1, "confidence": 30},
+    "safe": {"rating": 0, "confidence": 10},
+}
+
+# Used when ``mapping.classification_labels`` is not configured (a configured
+# table replaces this one). Assemblyline's default classification engine uses
+# TLP short names; ThreatConnect ships the TLP 2.0 security labels.
+DEFAULT_CLASSIFICATION_LABELS = {
+    "TLP:C": "TLP:CLEAR", "TLP:CLEAR": "TLP:CLEAR",
+    "TLP:W": "TLP:WHITE", "TLP:WHITE": "TLP:WHITE",
+    "TLP:G": "TLP:GREEN", "TLP:GREEN": "TLP:GREEN",
+    "TLP:A": "TLP:AMBER", "TLP:AMBER": "TLP:AMBER",
+    "TLP:A+S": "TLP:AMBER+STRICT", "TLP:AMBER+STRICT": "TLP:AMBER+STRICT",
+    "TLP:R": "TLP:RED", "TLP:RED": "TLP:RED",
+}
+
+# "Description" is a default attribute type for every indicator and group
+# type in ThreatConnect (the one the batch docs use); with the pack's default
+# attribute_write_type "Singleton" a re-run replaces it instead of piling up.
+ATTRIBUTE_TYPE = "Description"
+MAX_ATTRIBUTE_LENGTH = 1000
+MAX_GROUP_NAME_LENGTH = 100   # assumption: the documented UI limit for group names
+MAX_FILE_NAME_LENGTH = 255
+MAX_REJECTED_VALUE_LENGTH = 1000
+XID_PREFIX = "assemblyline_threatconnect"
+
+# Group type -> the fields ThreatConnect needs besides name and xid.
+GROUP_REQUIRED_FIELDS = {
+    "Report": ("fileName", "publishDate"),
+    "Incident": ("eventDate", "status"),
+    "Event": ("eventDate",),
+    "Document": ("fileName",),
+    "Malware": (),
+    "Threat": (),
+}
+INCIDENT_STATUS = "New"
+
+# Submission score -> h_type, the thresholds Assemblyline uses for tags.
+SCORE_H_TYPES = ((1000, "malicious"), (300, "suspicious"), (0, "info"))
+VERDICT_H_TYPES = {"malicious": "malicious", "highly_suspicious": "suspicious",
+                   "suspicious": "suspicious", "info": "info", "safe": "safe"}
+
+FILTER_REASONS = ("safelisted", "below_h_type", "rejected", "private", "file_below_min_score",
+                  "overflow")
+OTHER_COUNTS = ("tags_total", "not_indicator", "attribution", "duplicate", "refanged",
+                "unmapped_classification")
+
+def _host_and_scope(value: str) -> Tuple[str, bool]:
+    host = normalise_host(value)
+    return host, host_is_public(host)
+
+
+class BuildResult:
+    """What ``build_indicators`` returns; ``to_dict()`` is JSON-serialisable.
+
+    ``indicators`` and ``groups`` go into the batch body as they are;
+    ``rejected`` lists every invalid value with its reason; ``counts`` has one
+    key per ThreatConnect type (indicators built) and per filter reason;
+    ``overflow`` is ``counts["overflow"]``; ``group_xid`` is the xid every
+    indicator is associated with; ``warnings`` are human notes (unmapped
+    classifications, unfinished submissions).
+    """
+
+    __slots__ = ("indicators", "groups", "rejected", "counts", "overflow", "group_xid", "warnings")
+
+    def __init__(self, indicators: List[Dict[str, Any]], groups: List[Dict[str, Any]],
+                 rejected: List[Dict[str, str]], counts: Dict[str, int], group_xid: str,
+                 warnings: List[str]):
+        self.indicators = indicators
+        self.groups = groups
+        self.rejected = rejected
+        self.counts = counts
+        self.overflow = counts["overflow"]
+        self.group_xid = group_xid
+        self.warnings = warnings
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"indicators": self.indicators, "groups": self.groups, "rejected": self.rejected,
+                "counts": self.counts, "overflow": self.overflow, "group_xid": self.group_xid,
+                "warnings": self.warnings}
+
+    def batch_body(self) -> Dict[str, List[Dict[str, Any]]]:
+        """The V2 batch input document for this submission (unchunked)."""
+        return {"indicator": self.indicators, "group": self.groups}
+
+
+# --------------------------------------------------------------------------- settings
+
+class MappingSettings:
+    """The ``mapping`` section (and two ``threatconnect`` keys), checked once."""
+
+    def __init__(self, settings: Mapping[str, Any]):
+        mapping = _mapping_or_empty(settings, "mapping")
+        tc = _mapping_or_empty(settings, "threatconnect")
+        problems: List[str] = []
+        self.min_h_type = mapping.get("min_h_type", "suspicious")
+        if self.min_h_type not in H_RANK:
+            problems.append("mapping.min_h_type: must be one of " + ", ".join(H_TYPES))
+        self.min_rank = H_RANK.get(self.min_h_type, H_RANK["suspicious"])
+        self.drop_safelisted = bool(mapping.get("drop_safelisted", True))
+        self.drop_private = bool(mapping.get("drop_private_addresses", True))
+        self.min_file_score = _int_setting(mapping, "min_file_score", 300, None, None, problems)
+        self.include_extracted = bool(mapping.get("include_extracted_files", False))
+        self.max_indicators = _int_setting(mapping, "max_indicators_per_submission", 500, 1, None,
+                                           problems)
+        self.max_attribution_tags = _int_setting(mapping, "max_attribution_tags", 10, 0, None,
+                                                 problems)
+        self.group_type = mapping.get("group_type", "Report")
+        if self.group_type not in GROUP_REQUIRED_FIELDS:
+            problems.append("mapping.group_type: must be one of " + ", ".join(GROUP_REQUIRED_FIELDS))
+        source_tag = mapping.get("source_tag", "Assemblyline")
+        self.source_tag = tag_name(source_tag) if source_tag is not None else ""
+        default_rating = _int_setting(tc, "default_rating", 3, 0, 5, problems, "threatconnect")
+        default_confidence = _int_setting(tc, "default_confidence", 50, 0, 100, problems,
+                                          "threatconnect")
+        table = mapping.get("rating_table")
+        if table is None:
+            table = DEFAULT_RATING_TABLE
+        self.rating_by_rank = _rating_table(table, default_rating, default_confidence, problems)
+        labels = mapping.get("classification_labels")
+        if labels is None:
+            labels = DEFAULT_CLASSIFICATION_LABELS
+        if not isinstance(labels, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            problems.append("mapping.classification_labels: must map classification strings "
+                            "to security label names")
+            labels = {}
+        self.labels = {key.strip().upper(): value.strip() for key, value in labels.items()}
+        self.owner = tc.get("owner") if isinstance(tc.get("owner"), str) else ""
+        if problems:
+            raise ConfigError(problems)
+
+    def label_for(self, classification: Any) -> Optional[str]:
+        """The label name, ``""`` when mapped to no label on purpose, None when unmapped."""
+        if not isinstance(classification, str):
+            return None
+        return self.labels.get(classification.strip().upper())
+
+
+def _mapping_or_empty(settings: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    if not isinstance(settings, Mapping):
+        raise ConfigError(["settings must be the pack config mapping"])
+    section = settings.get(key)
+    return section if isinstance(section, Mapping) else {}
+
+
+def _int_setting(section: Mapping[str, Any], key: str, default: int, low: Optional[int],
+                 high: Optional[int], problems: List[str], where: str = "mapping") -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or (low is not None and value < low) or (high is not None and value > high):
+        bounds = ""
+        if low is not None:
+            bounds = " from {}".format(low) + ("" if high is None else " to {}".format(high))
+        problems.append("{}.{}: must be an integer{}".format(where, key, bounds))
+        return default
+    return value
+
+
+def _rating_table(table: Any, default_rating: int, default_confidence: int,
+                  problems: List[str]) -> List[Tuple[int, int]]:
+    """Per h_type rank: (rating, confidence)."""
+    if not isinstance(table, Mapping):
+        problems.append("mapping.rating_table: must map h_types to {rating, confidence}")
+        table = {}
+    for key in table:
+        if key not in H_RANK:
+            problems.append("mapping.rating_table.{}: unknown h_type (one of {})".format(
+                key, ", ".join(H_TYPES)))
+    by_rank = []
+    for name in H_TYPES:
+        entry = table.get(name) or {}
+        if not isinstance(entry, Mapping):
+            problems.append("mapping.rating_table.{}: must be {{rating, confidence}}".format(name))
+            entry = {}
+        rating = _int_setting(entry, "rating", default_rating, 0, 5, problems,
+                              "mapping.rating_table." + name)
+        confidence = _int_setting(entry, "confidence", default_confidence, 0, 100, problems,
+                                  "mapping.rating_table." + name)
+        by_rank.append((rating, confidence))
+    return by_rank
+
+
+# --------------------------------------------------------------------------- xid and dates
+
+def group_xid(sid: str, group_type: str = "Report", owner: str = "") -> str:
+    """The xid of the group created for submission ``sid``.
+
+    ``assemblyline_threatconnect:<group type>:<sid>:<12 hex of sha256(owner)>``:
+    readable, stable across runs, distinct per group type (so changing
+    ``mapping.group_type`` creates a new group instead of clashing with the old
+    one's type) and per ThreatConnect owner (xids are unique per instance).
+    """
+    owner_hash = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:12]
+    return "{}:{}:{}:{}".format(XID_PREFIX, group_type.lower(), sid, owner_hash)
+
+
+def tc_datetime(value: Any) -> Optional[str]:
+    """ISO 8601 (``Z``, offsets, fractions) -> ``YYYY-MM-DDTHH:MM:SSZ`` in UTC, else None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    date_part, sep, time_part = text.partition("T")
+    if sep and "." in time_part:  # fromisoformat on 3.8 wants exactly 3 or 6 fraction digits
+        whole, _, rest = time_part.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        fraction, zone = rest[:digits], rest[digits:]
+        time_part = whole + "." + (fraction + "000000")[:6] + zone
+        text = date_part + "T" + time_part
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def score_h_type(score: Any, verdict: Any = None) -> Optional[str]:
+    """h_type of a submission or file: from its score, else from the verdict string."""
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        for threshold, name in SCORE_H_TYPES:
+            if score >= threshold:
+                return name
+        return "safe"
+    if isinstance(verdict, str):
+        return VERDICT_H_TYPES.get(verdict.strip().lower())
+    return None
+
+
+# --------------------------------------------------------------------------- the build
+
+class _Submission:
+    """The parts of the results document every indicator needs."""
+
+    def __init__(self, results: Mapping[str, Any]):
+        if not isinstance(results, Mapping):
+            raise InputError("submission results must be an object, got {}".format(
+                type(results).__name__))
+        sid = results.get("sid")
+        if not isinstance(sid, str) or not sid or len(sid) > 64 \
+                or not sid.replace("-", "").replace("_", "").isalnum() or not sid.isascii():
+            raise InputError("submission results: 'sid' must be an Assemblyline submission id")
+        self.sid = sid
+        tags = results.get("tags")
+        files = results.get("files")
+        if tags is None:
+            tags = []
+        if files is None:
+            files = []
+        if not isinstance(tags, (list, tuple)):
+            raise InputError("submission results: 'tags' must be a list")
+        if not isinstance(files, (list, tuple)):
+            raise InputError("submission results: 'files' must be a list")
+        self.tags = tags
+        self.files = [f for f in files if isinstance(f, Mapping)]
+        metadata = results.get("metadata")
+        self.metadata = metadata if isinstance(metadata, Mapping) else {}
+        score = results.get("max_score")
+        self.score = score if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+        self.verdict = results.get("verdict") if isinstance(results.get("verdict"), str) else None
+        self.h_type = score_h_type(self.score, self.verdict)
+        self.classification = results.get("classification")
+        self.date = tc_datetime(results.get("submitted_at"))
+        al_url = results.get("al_url")
+        self.al_url = al_url if isinstance(al_url, str) and al_url.startswith(("https://", "http://")) \
+            and al_url.isprintable() and " " not in al_url else None
+        self.state = results.get("state")
+        self.partial = bool(results.get("partial"))
+        self.submitted = next((f for f in self.files if not f.get("extracted")), None)
+        self.file_name = self._file_name()
+
+    def _file_name(self) -> str:
+        path = self.metadata.get("file_path")
+        if isinstance(path, str) and path.strip():
+            name = _split_path(path)[1]
+            if name:
+                return clean_text(name, MAX_FILE_NAME_LENGTH)
+        if self.submitted is not None and isinstance(self.submitted.get("name"), str):
+            name = clean_text(self.submitted["name"], MAX_FILE_NAME_LENGTH)
+            if name:
+                return name
+        return self.sid
+
+
+def _split_path(path: str) -> Tuple[str, str]:
+    """(directory, file name) of a POSIX or Windows path."""
+    module = ntpath if ("\\" in path and "/" not in path) or path[1:3] == ":\\" else posixpath
+    return module.split(path.strip())
+
+
+class _Rejections:
+    def __init__(self):
+        self.items: Dict[Tuple[str, str, str], Dict[str, str]] = {}
+
+    def add(self, value: Any, tag_type: Any, reason: str, detail: str) -> None:
+        text = value if isinstance(value, str) else repr(value)
+        if len(text) > MAX_REJECTED_VALUE_LENGTH:
+            text = text[:MAX_REJECTED_VALUE_LENGTH] + "...[{} more]".format(
+                len(text) - MAX_REJECTED_VALUE_LENGTH)
+        kind = tag_type if isinstance(tag_type, str) else repr(tag_type)
+        key = (kind, text, reason)
+        if key not in self.items:
+            self.items[key] = {"value": text, "type": kind, "reason": reason, "detail": detail}
+
+    def sorted(self) -> List[Dict[str, str]]:
+        return [self.items[key] for key in sorted(self.items)]
+
+
+_MIXED = object()  # an indicator seen with different classifications
+
+
+def build_indicators(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResult:
+    """Map one submission's results to ThreatConnect indicators and its group.
+
+    Raises ``InputError`` when ``results`` is not a results document (no sid,
+    tags not a list ...) and ``ConfigError`` for unusable mapping settings.
+    Bad individual values never raise: they are listed in ``rejected``.
+    """
+    with _gc_paused():
+        return _build(results, settings)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while the build allocates.
+
+    The build creates hundreds of thousands of small dicts and no reference
+    cycles; with the collector running, its repeated passes over them cost
+    half the build time. The previous state is restored on the way out.
+    """
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResult:
+    conf = MappingSettings(settings)
+    sub = _Submission(results)
+    counts = dict.fromkeys(TC_TYPES + FILTER_REASONS + OTHER_COUNTS, 0)
+    rejections = _Rejections()
+    xid = group_xid(sub.sid, conf.group_type, conf.owner)
+    warnings: List[str] = []
+    if sub.state not in (None, "completed"):
+        warnings.append("submission state is {!r}, not 'completed'".format(sub.state))
+    if sub.partial:
+        warnings.append("submission results are partial; re-run when complete")
+
+    merged, attributions = _collect_tags(sub.tags, conf, counts, rejections)
+    _collect_files(sub, conf, merged, counts, rejections)
+
+    kept = _apply_cap(merged, conf.max_indicators, counts)
+    context = _Context(sub, conf, attributions, xid, counts, warnings)
+    indicators = _render(merged, kept, context, conf, counts)
+    group = _group(sub, conf, context, xid)
+    return BuildResult(indicators, [group], rejections.sorted(), counts, xid, warnings)
+
+
+def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, int],
+                  rejections: _Rejections):
+    """One pass over the tags: filter, normalise, merge duplicates.
+
+    Returns ``merged`` ({TC type: {summary: [rank, classification, sha256s, extra]}})
+    and the attribution tags ([(rank, order, name, sha256s)]).
+    """
+    merged: Dict[str, Dict[str, list]] = {name: {} for name in TC_TYPES}
+    attributions = []
+    memos: Dict[str, Dict[str, Any]] = {name: {} for name in TAG_KINDS.values()}
+    kinds = TAG_KINDS
+    rank_of = H_RANK
+    min_rank = conf.min_rank
+    drop_safelisted = conf.drop_safelisted
+    drop_private = conf.drop_private
+    safelisted = below = private = duplicate = refanged = not_indicator = rejected = 0
+    for tag in tags:
+        if type(tag) is not dict and not isinstance(tag, Mapping):
+            rejections.add(tag, "<tag>", "malformed_tag", "tag is not an object")
+            rejected += 1
+            continue
+        tag_type = tag.get("type")
+        kind = kinds.get(tag_type)
+        if kind is None:
+            if tag_type in _ATTRIBUTION_ORDER:
+                attributions.append(tag)
+            else:
+                not_indicator += 1
+            continue
+        if drop_safelisted and tag.get("safelisted"):
+            safelisted += 1
+            continue
+        rank = rank_of.get(tag.get("h_type"))
+        if rank is None:
+            rejections.add(tag.get("value"), tag_type, "unknown_h_type",
+                           "h_type must be one of " + ", ".join(H_TYPES))
+            rejected += 1
+            continue
+        if rank < min_rank:
+            below += 1
+            continue
+        raw = tag.get("value")
+        if type(raw) is not str:
+            rejections.add(raw, tag_type, "malformed_tag", "value is not a string")
+            rejected += 1
+            continue
+        memo = memos[kind]
+        outcome = memo.get(raw)
+        if outcome is None:
+            outcome = memo[raw] = _normalise(kind, raw)
+        if type(outcome) is ValueRejected:
+            rejections.add(raw, tag_type, outcome.reason, outcome.detail)
+            rejected += 1
+            continue
+        summary, public, was_refanged = outcome
+        if was_refanged:
+            refanged += 1
+        if drop_private and not public:
+            private += 1
+            continue
+        bucket = merged[kind]
+        entry = bucket.get(summary)
+        shas = tag.get("sha256s") or ()
+        if type(shas) is str:
+            shas = (shas,)
+        if entry is None:
+            bucket[summary] = [rank, tag.get("classification"), shas, None]
+            continue
+        duplicate += 1
+        if rank > entry[0]:
+            entry[0] = rank
+        if entry[1] is not _MIXED and tag.get("classification") != entry[1]:
+            entry[1] = _MIXED
+        if shas and shas != entry[2]:
+            union = set(_hashable(entry[2]))
+            union.update(_hashable(shas))
+            entry[2] = union
+    counts["tags_total"] += len(tags)
+    counts["safelisted"] += safelisted
+    counts["below_h_type"] += below
+    counts["private"] += private
+    counts["duplicate"] += duplicate
+    counts["refanged"] += refanged
+    counts["not_indicator"] += not_indicator
+    counts["rejected"] += rejected
+    return merged, _collect_attributions(attributions, conf, counts, rejections)
+
+
+_NORMALISERS = {
+    "Address": normalise_ip,
+    "Host": _host_and_scope,
+    "URL": normalise_url,
+    "EmailAddress": normalise_email,
+}
+
+
+def _hashable(shas) -> List[str]:
+    try:
+        return [sha for sha in shas if type(sha) is str]
+    except TypeError:  # not iterable
+        return []
+
+
+def _normalise(kind: str, raw: str):
+    """(summary, is_public, was_refanged) or the ValueRejected."""
+    value = raw.strip()
+    plain = refang_url(value) if kind == "URL" else refang(value)
+    try:
+        summary, public = _NORMALISERS[kind](plain)
+    except ValueRejected as rejected:
+        return rejected
+    return summary, public, plain != value
+
+
+def _collect_attributions(tags, conf: MappingSettings, counts: Dict[str, int],
+                          rejections: _Rejections):
+    """Attribution tags that pass the filters: [(−rank, order, name, sha256s)]."""
+    found = []
+    for tag in tags:
+        counts["attribution"] += 1
+        if conf.drop_safelisted and tag.get("safelisted"):
+            counts["safelisted"] += 1
+            continue
+        rank = H_RANK.get(tag.get("h_type"))
+        if rank is None:
+            rejections.add(tag.get("value"), tag.get("type"), "unknown_h_type",
+                           "h_type must be one of " + ", ".join(H_TYPES))
+            counts["rejected"] += 1
+            continue
+        if rank < conf.min_rank:
+            counts["below_h_type"] += 1
+            continue
+        name = tag_name(tag.get("value"))
+        if not name:
+            rejections.add(tag.get("value"), tag.get("type"), "invalid_tag",
+                           "not usable as a ThreatConnect tag name")
+            counts["rejected"] += 1
+            continue
+        shas = tag.get("sha256s") or ()
+        if type(shas) is str:
+            shas = (shas,)
+        found.append((-rank, _ATTRIBUTION_ORDER[tag["type"]], name,
+                      frozenset(sha.lower() for sha in _hashable(shas))))
+    return found
+
+
+def _collect_files(sub: _Submission, conf: MappingSettings, merged: Dict[str, Dict[str, list]],
+                   counts: Dict[str, int], rejections: _Rejections) -> None:
+    """File indicators for the submitted file and, optionally, the extracted ones."""
+    by_hash: Dict[Tuple[str, str], str] = {}  # (hash kind, digest) -> summary in merged["File"]
+    for entry in sub.files:
+        extracted = entry is not sub.submitted
+        if extracted and not conf.include_extracted:
+            continue
+        own_score = entry.get("score")
+        if isinstance(own_score, (int, float)) and not isinstance(own_score, bool):
+            score, h_type = own_score, score_h_type(own_score)
+        else:
+            score, h_type = sub.score, sub.h_type
+        if score is None and h_type is not None:  # only a verdict: use its threshold
+            score = {"malicious": 1000, "suspicious": 300, "info": 0}.get(h_type, -1)
+        if score is None or h_type is None or score < conf.min_file_score:
+            counts["file_below_min_score"] += 1
+            continue
+        try:
+            hashes = _file_hashes(entry)
+        except ValueRejected as rejected:
+            rejections.add(entry.get("sha256") or entry.get("md5") or entry.get("name"),
+                           "file", rejected.reason, rejected.detail)
+            counts["rejected"] += 1
+            continue
+        occurrence = _occurrence(sub, entry, extracted)
+        bucket = merged["File"]
+        previous = next((s for k, s in by_hash.items() if hashes.get(k[0]) == k[1]), None)
+        if previous is not None:  # the same file again (by any hash): merge
+            counts["duplicate"] += 1
+            same = bucket.pop(previous)
+            for kind, value in hashes.items():
+                same[3]["hashes"].setdefault(kind, value)
+            hashes = same[3]["hashes"]
+            same[0] = max(same[0], H_RANK[h_type])
+            if occurrence not in same[3]["occurrences"]:
+                same[3]["occurrences"].append(occurrence)
+            if same[3]["size"] is None:
+                same[3]["size"] = entry.get("size")
+        else:
+            extra = {"hashes": hashes, "size": entry.get("size"), "occurrences": [occurrence]}
+            same = [H_RANK[h_type], sub.classification, (), extra]
+        same[3]["hashes"] = hashes = {k: hashes[k] for k in ("md5", "sha1", "sha256") if k in hashes}
+        same[2] = (hashes["sha256"],) if "sha256" in hashes else ()
+        summary = " : ".join(hashes.values())
+        bucket[summary] = same
+        for kind, value in hashes.items():
+            by_hash[(kind, value)] = summary
+
+
+def _file_hashes(entry: Mapping[str, Any]) -> Dict[str, str]:
+    hashes = {}
+    for kind in ("md5", "sha1", "sha256"):
+        value = entry.get(kind)
+        if value is not None and value != "":
+            hashes[kind] = normalise_hash(kind, value)
+    if not hashes:
+        raise ValueRejected("invalid_hash", "file has no md5, sha1 or sha256")
+    return hashes
+
+
+def _occurrence(sub: _Submission, entry: Mapping[str, Any], extracted: bool) -> Dict[str, str]:
+    occurrence = {}
+    path = sub.metadata.get("file_path")
+    if not extracted and isinstance(path, str) and path.strip():
+        directory, name = _split_path(path)
+        name = clean_text(name, MAX_FILE_NAME_LENGTH)
+        directory = clean_text(directory, 1000)
+        if name:
+            occurrence["fileName"] = name
+        if directory:
+            occurrence["path"] = directory
+    if "fileName" not in occurrence and isinstance(entry.get("name"), str):
+        name = clean_text(entry["name"], MAX_FILE_NAME_LENGTH)
+        if name:
+            occurrence["fileName"] = name
+    if sub.date:
+        occurrence["date"] = sub.date
+    return occurrence
+
+
+def _apply_cap(merged: Dict[str, Dict[str, list]], cap: int, counts: Dict[str, int]):
+    """None when everything fits, else the set of (type, summary) kept."""
+    total = sum(len(bucket) for bucket in merged.values())
+    if total <= cap:
+        return None
+    order = sorted((-entry[0], tc_type, summary)
+                   for tc_type, bucket in merged.items() for summary, entry in bucket.items())
+    counts["overflow"] = total - cap
+    return {(tc_type, summary) for _, tc_type, summary in order[:cap]}
+
+
+def _fit(text: str, suffix: str) -> str:
+    """``text + suffix`` in MAX_ATTRIBUTE_LENGTH characters, shortening ``text``."""
+    room = MAX_ATTRIBUTE_LENGTH - len(suffix)
+    if len(text) > room:
+        text = text[:max(room - 3, 0)] + "..."
+    return (text + suffix)[:MAX_ATTRIBUTE_LENGTH]
+
+
+class _Context:
+    """Per-file-set tags and description, per-classification labels (memoised)."""
+
+    def __init__(self, sub: _Submission, conf: MappingSettings, attributions, xid: str,
+                 counts: Dict[str, int], warnings: List[str]):
+        self.sub = sub
+        self.conf = conf
+        self.counts = counts
+        self.warnings = warnings
+        self.xid = xid
+        self.everywhere = [a for a in attributions if not a[3]]
+        self.by_sha: Dict[str, list] = {}
+        for attribution in attributions:
+            for sha in attribution[3]:
+                self.by_sha.setdefault(sha, []).append(attribution)
+        self.all_attributions = attributions
+        self.files: Dict[Any, List[Dict[str, str]]] = {}
+        self.base_tags = [{"name": conf.source_tag}] if conf.source_tag else []
+        self.attributes = [{"type": ATTRIBUTE_TYPE, "value": self.indicator_description(),
+                            "displayed": True}]
+        self.labels: Dict[Any, Optional[str]] = {}
+        self.unmapped: Dict[str, None] = {}
+
+    def tag_names(self, attributions) -> List[str]:
+        names = [self.conf.source_tag] if self.conf.source_tag else []
+        seen = {name.casefold() for name in names}
+        limit = self.conf.max_attribution_tags
+        added = 0
+        for _, _, name, _ in sorted(set((a[0], a[1], a[2], None) for a in attributions)):
+            if added >= limit:
+                break
+            folded = name.casefold()
+            if folded in seen:
+                continue
+            seen.add(folded)
+            names.append(name)
+            added += 1
+        return names
+
+    def for_files(self, shas) -> List[Dict[str, str]]:
+        """The tag list of an indicator found in these files (shared per file set).
+
+        Memoised in ``self.files`` under the sorted tuple and, for sequences,
+        under the tuple as given too (so ``_render`` finds it without sorting).
+        """
+        if not self.all_attributions:
+            return self.base_tags
+        try:
+            key = tuple(sorted(shas))
+            found = self.files.get(key)
+        except TypeError:  # malformed sha256s: keep the strings
+            key = tuple(sorted(_hashable(shas)))
+            found = self.files.get(key)
+        if found is None:
+            found = self.files[key] = self._for_files(key)
+        if type(shas) is not set:
+            try:
+                self.files[tuple(shas)] = found
+            except TypeError:
+                pass
+        return found
+
+    def _for_files(self, key: Tuple[str, ...]) -> List[Dict[str, str]]:
+        shas = [s.lower() for s in key if isinstance(s, str)]
+        if shas:
+            candidates = list(self.everywhere)
+            for sha in shas:
+                candidates.extend(self.by_sha.get(sha, ()))
+        else:
+            candidates = self.all_attributions
+        return [{"name": name} for name in self.tag_names(candidates)]
+
+    def indicator_description(self) -> str:
+        """Short on purpose: it is serialised once per indicator."""
+        sub = self.sub
+        if sub.al_url:
+            return _fit("Assemblyline analysis of {}".format(sub.file_name), ": " + sub.al_url)
+        return _fit("Assemblyline analysis of {}".format(sub.file_name),
+                    ", submission {}".format(sub.sid))
+
+    def group_description(self) -> str:
+        sub = self.sub
+        facts = ["submission " + sub.sid]
+        if sub.score is not None:
+            facts.append("score {}".format(sub.score))
+        if sub.verdict:
+            facts.append("verdict {}".format(clean_text(sub.verdict, 40)))
+        if sub.submitted is not None and isinstance(sub.submitted.get("sha256"), str):
+            facts.append("sha256 " + clean_text(sub.submitted["sha256"], 64))
+        text = "Assemblyline analysis of {} ({})".format(sub.file_name, ", ".join(facts))
+        return _fit(text, (": " + sub.al_url) if sub.al_url else "")
+
+    def label(self, classification: Any) -> Tuple[Optional[List[Dict[str, str]]], bool]:
+        """(securityLabel list or None, True when a classification had no label)."""
+        if classification is _MIXED or classification is None or classification == "":
+            classification = self.sub.classification
+        if not isinstance(classification, str):
+            classification = None if classification is None else repr(classification)
+        found = self.labels.get(classification)
+        if found is None:
+            label = self.conf.label_for(classification)
+            unmapped = label is None and bool(classification)
+            if unmapped and classification not in self.unmapped:
+                self.unmapped[classification] = None
+                self.warnings.append(
+                    "classification {!r} has no security label in mapping.classification_labels"
+                    .format(classification))
+            found = self.labels[classification] = (
+                [{"name": label}] if label else None, unmapped)
+        return found
+
+
+def _render(merged: Dict[str, Dict[str, list]], kept, context: _Context,
+            conf: MappingSettings, counts: Dict[str, int]) -> List[Dict[str, Any]]:
+    """The indicator dicts, sorted by type then summary.
+
+    The ``tag``, ``securityLabel``, ``attribute`` and ``associatedGroups``
+    lists are built once per distinct value and shared between indicators
+    (read-only output: copy an indicator before changing its lists).
+    """
+    indicators = []
+    append = indicators.append
+    ratings = conf.rating_by_rank
+    groups = [{"groupXid": context.xid}]
+    for_files = context.for_files
+    tags_by_files = context.files  # the memo for_files fills, read inline here
+    base_tags = context.base_tags if not context.all_attributions else None
+    attributes = context.attributes
+    label_of = context.label
+    labels_by_classification = context.labels  # likewise
+    unmapped = 0
+    for tc_type in TC_TYPES:
+        bucket = merged[tc_type]
+        built = 0
+        for summary in sorted(bucket):
+            if kept is not None and (tc_type, summary) not in kept:
+                continue
+            rank, classification, shas, extra = bucket[summary]
+            rating, confidence = ratings[rank]
+            if base_tags is not None:
+                tags = base_tags
+            else:
+                try:
+                    tags = tags_by_files.get(shas if type(shas) is tuple else tuple(shas)) \
+                        if type(shas) is not set else None
+                except TypeError:  # malformed sha256s; for_files copes
+                    tags = None
+                if tags is None:
+                    tags = for_files(shas)
+            found = labels_by_classification.get(classification) \
+                if type(classification) is str else None
+            labels, no_label = found if found is not None else label_of(classification)
+            if extra is not None:
+                indicator = {"type": tc_type, "summary": summary, "rating": rating,
+                             "confidence": confidence}
+                _file_fields(indicator, extra)
+                indicator["tag"] = tags
+                if labels is not None:
+                    indicator["securityLabel"] = labels
+                indicator["attribute"] = attributes
+                indicator["associatedGroups"] = groups
+            elif labels is not None:
+                indicator = {"type": tc_type, "summary": summary, "rating": rating,
+                             "confidence": confidence, "tag": tags, "securityLabel": labels,
+                             "attribute": attributes, "associatedGroups": groups}
+            else:
+                indicator = {"type": tc_type, "summary": summary, "rating": rating,
+                             "confidence": confidence, "tag": tags, "attribute": attributes,
+                             "associatedGroups": groups}
+            if no_label:
+                unmapped += 1
+            append(indicator)
+            built += 1
+        counts[tc_type] = built
+    counts["unmapped_classification"] += unmapped
+    return indicators
+
+
+def _file_fields(indicator: Dict[str, Any], extra: Mapping[str, Any]) -> None:
+    indicator.update(extra["hashes"])
+    size = extra.get("size")
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+        indicator["size"] = size
+    occurrences = sorted((o for o in extra["occurrences"] if o),
+                         key=lambda o: (o.get("fileName", ""), o.get("path", ""), o.get("date", "")))
+    if occurrences:
+        indicator["fileOccurrence"] = occurrences
+
+
+def _group(sub: _Submission, conf: MappingSettings, context: _Context, xid: str) -> Dict[str, Any]:
+    group_type = conf.group_type
+    prefix = "Assemblyline {}: ".format(sub.sid)
+    name = prefix + sub.file_name
+    if len(name) > MAX_GROUP_NAME_LENGTH:
+        name = name[:MAX_GROUP_NAME_LENGTH - 3].rstrip() + "..."
+    group: Dict[str, Any] = {"type": group_type, "name": name, "xid": xid}
+    for field in GROUP_REQUIRED_FIELDS[group_type]:
+        if field == "fileName":
+            group["fileName"] = sub.file_name
+        elif field in ("publishDate", "eventDate"):
+            if sub.date is None:
+                raise InputError("submission results: 'submitted_at' must be an ISO 8601 date "
+                                 "for a {} group ({})".format(group_type, field))
+            group[field] = sub.date
+        elif field == "status":
+            group["status"] = INCIDENT_STATUS
+    group["tag"] = [{"name": n} for n in context.tag_names(context.all_attributions)]
+    labels = context.label(None)[0]
+    if labels is not None:
+        group["securityLabel"] = [dict(label) for label in labels]
+    group["attribute"] = [{"type": ATTRIBUTE_TYPE, "value": context.group_description(),
+                           "displayed": True}]
+    return group
