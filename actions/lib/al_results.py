@@ -9,6 +9,8 @@ consumes; its size is bounded by ``max_tags`` and ``max_files``.
 """
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from lib.errors import InputError
+
 # Assemblyline's score thresholds (reference §6); below 0 is safe.
 VERDICT_THRESHOLDS = ((1000, "malicious"), (700, "highly_suspicious"), (300, "suspicious"), (0, "info"))
 METADATA_VALUE_LIMIT = 1024
@@ -21,6 +23,22 @@ def verdict_for(score: Optional[int]) -> Optional[str]:
         if score >= threshold:
             return verdict
     return "safe"
+
+
+def check_sid(sid: Any) -> str:
+    """The sid, stripped; raises ``InputError`` unless it looks like an Assemblyline sid."""
+    text = sid.strip() if isinstance(sid, str) else ""
+    if not text or "/" in text or not text.isprintable() or " " in text:
+        raise InputError("sid must be an Assemblyline submission ID")
+    return text
+
+
+def fetch_results(service: Any, sid: Any, max_tags: int = 1000, max_files: int = 100) -> Dict[str, Any]:
+    """Fetch one submission's full result and summary and shape them (``shape_results``)."""
+    sid = check_sid(sid)
+    full = service.full(sid)
+    summary = service.summary(sid)
+    return shape_results(summary, full, service.submission_link(sid), max_tags, max_files)
 
 
 def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str,
