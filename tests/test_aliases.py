@@ -68,3 +68,31 @@ def test_result_formats_render_success_and_failure():
         "threatconnect": {"api_url": "https://tc/api", "owner": "Org"}}})
     assert ok == "Configuration is valid: Assemblyline https://al as st2, ThreatConnect https://tc/api " \
                  "(token auth, owner Org)."
+
+
+class BuildIndicatorsAliasTest(BaseActionAliasTestCase):
+    action_alias_name = "build_indicators"
+
+    def test_format(self):
+        self.assertExtractedParametersMatch("al indicators {{ sid }}", "al indicators 4aBcD", {"sid": "4aBcD"})
+        self.assertCommandMatchesExactlyOneFormatString(self.action_alias_db.format_strings,
+                                                        "al indicators 4aBcD")
+
+
+def test_build_indicators_result_format():
+    counts = {"Host": 1, "Address": 0, "URL": 1, "EmailAddress": 0, "File": 1, "safelisted": 2,
+              "below_h_type": 3, "private": 1}
+    text = render_result("build_indicators.yaml", "succeeded", {
+        "sid": "s1", "group_xid": "x:report:s1:abc", "counts": counts, "overflow": 0,
+        "rejected": [{"value": "bad..host", "reason": "invalid_host"}],
+        "warnings": ["submission results are partial; re-run when complete"],
+        "indicators": [{"type": "Host", "summary": "evil.com", "rating": 4, "confidence": 80},
+                       {"type": "URL", "summary": "http://evil.com/x", "rating": 3, "confidence": 60},
+                       {"type": "File", "summary": "a : b", "rating": 4, "confidence": 80}]})
+    assert text.startswith("Submission s1 would send 3 indicator(s) to group `x:report:s1:abc`: "
+                           "1 Host, 0 Address, 1 URL, 0 EmailAddress, 1 File. Left out: 2 safelisted, "
+                           "3 below threshold, 1 private, 1 invalid.")
+    assert "• Host `evil.com` (rating 4, confidence 80)" in text
+    assert "⚠ submission results are partial" in text
+    assert render_result("build_indicators.yaml", "failed", {"error": "sid must be an Assemblyline submission ID"}) \
+        == "Building indicators failed: sid must be an Assemblyline submission ID"
