@@ -391,7 +391,7 @@ def check_rules(pack: PackLayout) -> List[str]:
     return problems
 
 
-def check_aliases(pack: PackLayout, parser_cls: Any) -> List[str]:
+def check_aliases(pack: PackLayout, parser_cls: Any, parse_error: Any = ValueError) -> List[str]:
     problems: List[str] = []
     actions = pack.action_refs() | EXTERNAL_ACTIONS
     for path in pack.yaml_files("aliases"):
@@ -410,8 +410,10 @@ def check_aliases(pack: PackLayout, parser_cls: Any) -> List[str]:
         for index, item in enumerate(meta["formats"] or []):
             strings = [item] if isinstance(item, str) else (item or {}).get("representation") or []
             for fmt in strings:
-                try:
-                    parser_cls(fmt, "")._regex  # compiles the format
+                try:  # public API only, so this runs against real st2 too
+                    parser_cls(fmt, "").get_extracted_param_value()
+                except parse_error:
+                    pass  # the format compiled; "" just does not match it
                 except re.error as exc:
                     problems.append("{}: formats[{}]: {!r} does not compile: {}".format(where, index, fmt, exc))
     return problems

@@ -6,6 +6,7 @@ import struct
 import pytest
 import yaml
 
+from st2common.exceptions.content import ParseException
 from st2common.models.utils.action_alias_utils import ActionAliasFormatParser
 
 from tests.pack_checks import (PackLayout, check_actions, check_aliases, check_config_schema,
@@ -17,7 +18,7 @@ PACK = PackLayout(PACK_DIR)
 
 def all_problems(pack):
     return (check_pack_file(pack) + check_config_schema(pack) + check_actions(pack)
-            + check_sensors(pack) + check_rules(pack) + check_aliases(pack, ActionAliasFormatParser)
+            + check_sensors(pack) + check_rules(pack) + check_aliases(pack, ActionAliasFormatParser, ParseException)
             + check_workflow_refs(pack))
 
 
@@ -154,7 +155,7 @@ def test_sensor_rule_and_alias_violations_are_named(broken_pack):
 
     (broken_pack / "aliases" / "bad.yaml").write_text(yaml.safe_dump({
         "name": "bad", "action_ref": "assemblyline_threatconnect.nope", "formats": ["check (config"]}))
-    problems = check_aliases(PackLayout(str(broken_pack)), ActionAliasFormatParser)
+    problems = check_aliases(PackLayout(str(broken_pack)), ActionAliasFormatParser, ParseException)
     assert "aliases/bad.yaml: action_ref: 'assemblyline_threatconnect.nope' is not an action of the " \
            "pack" in problems
     assert any(p.startswith("aliases/bad.yaml: formats[0]: 'check (config' does not compile") for p in problems)

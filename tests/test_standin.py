@@ -144,3 +144,22 @@ def test_alias_parser(fmt, command, expected):
 def test_alias_parser_rejects_a_non_matching_command():
     with pytest.raises(ParseException):
         ActionAliasFormatParser("al ingest {{path}}", "al status x").get_extracted_param_value()
+
+
+@pytest.mark.parametrize("real, expected", [
+    (("st2common",), "False"),
+    (("st2common", "st2reactor"), "False"),
+    (("st2common", "st2reactor", "st2tests"), "True"),
+])
+def test_stand_in_is_used_unless_all_real_packages_import(tmp_path, real, expected):
+    import os
+    import subprocess
+    import sys
+    for name in real:  # empty packages standing for a real install
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    pack_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import sys; sys.path[:0] = [{!r}, {!r}]; from tests.st2_standin import real_st2_available; " \
+           "print(real_st2_available())".format(str(tmp_path), pack_dir)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -12,12 +12,19 @@ STANDIN_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(STANDIN_DIR, "modules")
 
 
+REAL_MODULES = ("st2common", "st2reactor", "st2tests")
+
+
 def real_st2_available() -> bool:
-    try:
-        importlib.import_module("st2common")
-    except ImportError:
-        return False
-    return not getattr(sys.modules["st2common"], "IS_STANDIN", False)
+    """True only when all three real StackStorm packages import (a partial install is not enough)."""
+    for name in REAL_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            return False
+        if getattr(module, "IS_STANDIN", False):
+            return False
+    return True
 
 
 def install_if_missing() -> bool:

@@ -1,1 +1,2 @@
 """Stand-in for st2reactor (tests only)."""
+IS_STANDIN = True

@@ -1,1 +1,2 @@
 """Stand-in for st2tests (tests only)."""
+IS_STANDIN = True
