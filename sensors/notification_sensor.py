@@ -2,10 +2,13 @@
 
 Each poll: dispatch pages left over from a previous process, then pop up to
 ``max_pages_per_poll`` pages (one request each), persisting every page before
-dispatching from it; then, at most every ``reconcile_interval`` seconds,
-reconcile ingests that are past their deadline. ``poll()`` never raises:
-errors are logged once with context (never a secret) and repeated failures
-back off exponentially up to a cap, recovering by themselves.
+dispatching from it and removing each dispatched ingest's ledger record after
+it; a popped page whose write failed is kept in memory and written first on
+the next poll, and nothing more is popped until it is. Queue failures back off
+exponentially (capped) and recover by themselves. Reconciliation of ingests
+past their deadline runs on its own schedule, after a successful queue poll,
+with its own backoff: its failures never delay queue draining. ``poll()`` never
+raises: errors are logged once with context (never a secret).
 """
 import time
 
@@ -14,7 +17,7 @@ from st2reactor.sensor.base import PollingSensor
 
 from lib.assemblyline import AssemblylineService
 from lib.config import load_config, secret_values
-from lib.errors import PackError
+from lib.errors import AssemblylineError, PackError
 from lib.inbox import Inbox
 from lib.ledger import IngestLedger
 from lib.notifications import MalformedMessage, ingest_id_of, trigger_for
@@ -23,6 +26,8 @@ from lib.reconcile import Reconciler
 BACKOFF_BASE_SECONDS = 5
 BACKOFF_CAP_SECONDS = 300
 RECONCILE_INTERVAL_SECONDS = 300
+RECONCILE_BUSY_INTERVAL_SECONDS = 60   # while overdue ingests wait beyond one run's bound
+RECONCILE_BACKOFF_CAP_SECONDS = 3600
 RESET_CLIENT_AFTER_FAILURES = 3
 
 
@@ -39,10 +44,13 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._reconciler = None
         self._recovered = False
         self._backlog = []
+        self._unpersisted = None  # a popped page whose datastore write failed
         self._failures = 0
         self._retry_at = 0.0
         self._next_reconcile = 0.0
-        self.stats = {"dispatched": 0, "duplicates": 0, "malformed": 0, "errors": 0}
+        self._reconcile_failures = 0
+        self.stats = {"dispatched": 0, "duplicates": 0, "malformed": 0, "errors": 0,
+                      "reconcile_errors": 0, "unresolved": 0}
 
     # -- st2 lifecycle (setup stays off the network) ---------------------------
     def setup(self):
@@ -64,8 +72,9 @@ class AssemblylineNotificationSensor(PollingSensor):
             self._poll_once()
         except Exception as error:  # noqa: BLE001 - a raising poll() kills the sensor for good
             self._failed(error)
-        else:
-            self._recovered_from_failures()
+            return
+        self._recovered_from_failures()
+        self._reconcile_if_due()
 
     def cleanup(self):
         pass
@@ -84,21 +93,25 @@ class AssemblylineNotificationSensor(PollingSensor):
         if not self._recovered:  # pages a previous process popped but did not finish
             self._backlog.extend(self._inbox.recover())
             self._recovered = True
+        self._persist_popped()   # a page popped by an earlier poll whose write failed
         self._drain_backlog()
         queue, page_size = self._settings["notification_queue"], int(self._settings["page_size"])
         for _ in range(int(self._settings["max_pages_per_poll"])):
             messages = self._service.pop_messages(queue, page_size)
             if not messages:
                 break
-            self._backlog.append(self._inbox.store(messages))  # persisted before any dispatch
+            self._unpersisted = self._inbox.page(messages)
+            self._persist_popped()   # persisted before any dispatch
             self._drain_backlog()
             if len(messages) < page_size:
                 break
-        if self._clock() >= self._next_reconcile:
-            counts = self._reconciler.run(self._dispatch)
-            self._next_reconcile = self._clock() + RECONCILE_INTERVAL_SECONDS
-            if any(counts.values()):
-                self._logger.info("Reconciled overdue ingests: %s", counts)
+
+    def _persist_popped(self):
+        """Write the popped page held in memory; until that succeeds nothing more is popped."""
+        if self._unpersisted is not None:
+            self._inbox.persist(self._unpersisted)
+            self._backlog.append(self._unpersisted)
+            self._unpersisted = None
 
     def _drain_backlog(self):
         """Dispatch stored pages in order; a page that fails midway stays for the next poll."""
@@ -122,11 +135,50 @@ class AssemblylineNotificationSensor(PollingSensor):
             self._dispatch(trigger, payload)
             self._inbox.remember(ingest_id)
         ids = [ingest_id_of(m) for m in page.messages]
-        self._inbox.done(page, [i for i in ids if i and self._inbox.seen(i)])
+        dispatched = [i for i in ids if i and self._inbox.seen(i)]
+        self._inbox.done(page, dispatched)
+        self._resolve(dispatched)
+
+    def _resolve(self, ingest_ids):
+        """Remove dispatched ingests from the ledger, after the page is marked done: a crash
+        before this leaves records that reconciliation drops without a search."""
+        try:
+            for ingest_id in dict.fromkeys(ingest_ids):
+                self._ledger.resolve(ingest_id)
+        except Exception as error:  # noqa: BLE001 - the triggers are out; reconciliation cleans up
+            self.stats["unresolved"] += 1
+            self._logger.warning("Could not remove dispatched ingests from the ledger (reconciliation "
+                                 "will): %s", self._scrub(error))
 
     def _dispatch(self, trigger, payload):
         self.sensor_service.dispatch(trigger=trigger, payload=payload, trace_tag=payload["ingest_id"])
         self.stats["dispatched"] += 1
+
+    # -- reconciliation (own schedule and backoff) ------------------------------
+    def _reconcile_if_due(self):
+        now = self._clock()
+        if now < self._next_reconcile:
+            return
+        try:
+            counts = self._reconciler.run(self._dispatch)
+        except Exception as error:  # noqa: BLE001 - never fatal, never slows the queue
+            self._reconcile_failures += 1
+            self.stats["reconcile_errors"] += 1
+            delay = min(RECONCILE_BACKOFF_CAP_SECONDS,
+                        RECONCILE_INTERVAL_SECONDS * 2 ** (self._reconcile_failures - 1))
+            self._next_reconcile = self._clock() + delay
+            self._logger.error("Reconciling overdue ingests failed (%d in a row, next try in %d s): %s",
+                               self._reconcile_failures, delay, self._scrub(error))
+            return
+        if self._reconcile_failures:
+            self._logger.info("Reconciling overdue ingests works again after %d failed attempts",
+                              self._reconcile_failures)
+        self._reconcile_failures = 0
+        busy = counts.get("deferred", 0) > 0
+        self._next_reconcile = self._clock() + (RECONCILE_BUSY_INTERVAL_SECONDS if busy
+                                                else RECONCILE_INTERVAL_SECONDS)
+        if any(counts.values()):
+            self._logger.info("Reconciled overdue ingests: %s", counts)
 
     # -- failures and backoff ---------------------------------------------------
     def _failed(self, error):
@@ -134,10 +186,15 @@ class AssemblylineNotificationSensor(PollingSensor):
         self.stats["errors"] += 1
         delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self._failures - 1))
         self._retry_at = self._clock() + delay
-        if self._failures >= RESET_CLIENT_AFTER_FAILURES:
+        if isinstance(error, AssemblylineError) and self._failures >= RESET_CLIENT_AFTER_FAILURES:
             self._service.reset()  # log in again on the next try
-        self._logger.error("Polling Assemblyline queue %s failed (%d in a row, next try in %d s): %s",
-                           self._settings["notification_queue"], self._failures, delay, self._scrub(error))
+        held = ""
+        if self._unpersisted is not None:
+            held = " ({} popped messages are held in memory and stored first on the next try)".format(
+                len(self._unpersisted.messages))
+        self._logger.error("Polling Assemblyline queue %s failed (%d in a row, next try in %d s): %s%s",
+                           self._settings["notification_queue"], self._failures, delay, self._scrub(error),
+                           held)
 
     def _recovered_from_failures(self):
         if self._failures:

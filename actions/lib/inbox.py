@@ -2,18 +2,24 @@
 
 Assemblyline's queue read is a destructive pop, so a popped page exists only
 in the sensor's memory until it is dispatched. The inbox writes each page to
-the datastore (one write per page) before any dispatch, and overwrites it with
-the page's ingest_ids once dispatched (one more write, with a TTL). After a
-restart, pages still pending are dispatched again, skipping every ingest_id
+the datastore (one write per page, under a key chosen once, so a retried
+write replaces rather than duplicates) before any dispatch, and overwrites it
+with the page's ingest_ids once dispatched (one more write, with a TTL). After
+a restart, pages still pending are dispatched again, skipping every ingest_id
 already dispatched, so nothing is lost and a restart does not fire twice
 (except for a page whose dispatch was cut short before it was marked done:
 delivery is at least once, never at most once).
+
+The dedupe memory is bounded (``memory`` ids, least recently used dropped
+first): an ingest_id replayed after it was dropped is dispatched again.
 """
 import itertools
 import json
 import time
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+from lib.datastore import list_all
 
 PAGE_PREFIX = "page."
 DONE_TTL_SECONDS = 3 * 24 * 3600
@@ -46,9 +52,13 @@ class Inbox:
 
     # -- pages -------------------------------------------------------------
     def recover(self) -> List[Page]:
-        """Load the dedupe memory from done pages and return pages still to dispatch, oldest first."""
+        """Load the dedupe memory from done pages and return pages still to dispatch, oldest first.
+
+        Every stored page is read (the listing is paged); done pages are replayed into the
+        memory oldest first, so with more ids than ``memory`` the most recent ones stay."""
         pending = []
-        for item in self.datastore.list_values(local=True, prefix=PAGE_PREFIX) or []:
+        items = sorted(list_all(self.datastore, PAGE_PREFIX, local=True), key=lambda item: item.name)
+        for item in items:
             key = item.name.split(":", 1)[-1]
             record = _loads(item.value)
             if record is None:
@@ -58,13 +68,23 @@ class Inbox:
                     self.remember(str(ingest_id))
             elif isinstance(record.get("messages"), list):
                 pending.append(Page(key, record["messages"]))
-        return sorted(pending, key=lambda page: page.key)
+        return pending
+
+    def page(self, messages: List[Any]) -> Page:
+        """A popped page with its datastore key, not yet written (see ``persist``)."""
+        key = "{}{:017.6f}-{:06d}".format(PAGE_PREFIX, self.clock(), next(self._counter) % 1000000)
+        return Page(key, messages)
+
+    def persist(self, page: Page) -> None:
+        """Write a popped page before anything is dispatched from it (safe to retry)."""
+        self.datastore.set_value(page.key, json.dumps({"messages": page.messages}, separators=(",", ":")),
+                                 local=True)
 
     def store(self, messages: List[Any]) -> Page:
-        """Write a popped page before anything is dispatched from it."""
-        key = "{}{:017.6f}-{:06d}".format(PAGE_PREFIX, self.clock(), next(self._counter) % 1000000)
-        self.datastore.set_value(key, json.dumps({"messages": messages}, separators=(",", ":")), local=True)
-        return Page(key, messages)
+        """``page`` + ``persist`` in one call."""
+        page = self.page(messages)
+        self.persist(page)
+        return page
 
     def done(self, page: Page, ingest_ids: List[str]) -> None:
         """Replace the page by the ids it dispatched; they keep later replays from firing twice."""

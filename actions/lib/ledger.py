@@ -3,14 +3,18 @@
 Two kinds of records, shared by actions and the sensor (so they use global
 names with the pack prefix rather than st2's per-class ``local`` names):
 
-- ``<pack>.pending.<ingest_id>``: an ingest whose notification has not been
-  seen yet, with its deadline; the sensor reconciles overdue ones.
+- ``<pack>.pending.<ingest_id>``: an ingest whose outcome has not been
+  dispatched yet, with its deadline. The sensor removes it once it has
+  dispatched that ingest's trigger (after the dispatch, so a crash in between
+  can only repeat a trigger, never lose one) and reconciles overdue ones.
 - ``<pack>.ingested.<sha256>``: the last ingest of a file content, so a
   directory re-run skips what was already submitted.
 """
 import json
 import time
 from typing import Any, Callable, Dict, List, Optional
+
+from lib.datastore import list_all
 
 PACK = "assemblyline_threatconnect"
 PENDING_PREFIX = PACK + ".pending."
@@ -36,18 +40,23 @@ class IngestLedger:
         return record
 
     def pending(self) -> List[Dict[str, Any]]:
+        """Every pending record (all datastore pages), oldest deadline first."""
         records = []
-        for item in self.datastore.list_values(local=False, prefix=PENDING_PREFIX) or []:
+        for item in list_all(self.datastore, PENDING_PREFIX, local=False):
             record = _loads(item.value)
-            if record is not None and record.get("ingest_id"):
-                records.append(record)
-        return sorted(records, key=lambda r: (r.get("deadline", 0), r["ingest_id"]))
+            if record is None or not record.get("ingest_id"):
+                continue
+            record["ingest_id"] = str(record["ingest_id"])
+            record["deadline"] = _number(record.get("deadline"))
+            records.append(record)
+        return sorted(records, key=lambda r: (r["deadline"], r["ingest_id"]))
 
-    def overdue(self) -> List[Dict[str, Any]]:
-        now = self.clock()
-        return [r for r in self.pending() if r.get("deadline", 0) <= now]
+    def overdue(self, now: Optional[float] = None) -> List[Dict[str, Any]]:
+        now = self.clock() if now is None else now
+        return [r for r in self.pending() if r["deadline"] <= now]
 
     def resolve(self, ingest_id: str) -> bool:
+        """Forget a pending ingest (its trigger was dispatched); False when there was no record."""
         return bool(self.datastore.delete_value(PENDING_PREFIX + ingest_id, local=False))
 
     # -- de-duplication by content ------------------------------------------
@@ -68,3 +77,13 @@ def _loads(value: Optional[str]) -> Optional[Dict[str, Any]]:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def _number(value: Any) -> float:
+    """A record's deadline as a number (a damaged record sorts first and counts as overdue)."""
+    if isinstance(value, bool):
+        return 0.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0

@@ -5,6 +5,7 @@ that is not an object, lacks ``submission``, or carries unexpected types raises
 ``MalformedMessage`` and is never dispatched half-formed. Payloads match the
 ``payload_schema`` of the trigger types in ``sensors/notification_sensor.yaml``.
 """
+import datetime
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 PACK = "assemblyline_threatconnect"
@@ -65,27 +66,50 @@ def trigger_for(message: Any) -> Tuple[str, Dict[str, Any]]:
                            extended_scan=_text(message.get("extended_scan")))
 
 
-def completed_from_record(record: Mapping[str, Any], ingest_id: str) -> Tuple[str, Dict[str, Any]]:
-    """A ``submission_completed`` payload from a submission record found by reconciliation."""
-    times = record.get("times") or {}
+def completed_from_record(record: Mapping[str, Any], pending: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """A ``submission_completed`` payload from a submission found by reconciliation.
+
+    ``pending`` is the ingest's own ledger record. When the submission is not the
+    ingest's own (a cache hit answered by an earlier submission of the same content),
+    its metadata, file name and times belong to that earlier ingest, so the payload
+    takes the ingest's own facts (ingest_id, sha256, file_path) instead."""
+    return COMPLETED, dict(_reconciled(record, pending), score=int(record.get("max_score") or 0),
+                           cached=str(record.get("sid")) != str(pending["ingest_id"]), extended_scan=None)
+
+
+def failed_from_record(record: Mapping[str, Any], pending: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """A ``submission_failed`` payload for a submission found by reconciliation in state ``failed``."""
+    failure = "Submission {} ended in state {}".format(record.get("sid"), record.get("state"))
+    return FAILED, dict(_reconciled(record, pending), failure=failure)
+
+
+def _reconciled(record: Mapping[str, Any], pending: Mapping[str, Any]) -> Dict[str, Any]:
+    ingest_id = str(pending["ingest_id"])
+    sid = str(record.get("sid"))
     metadata = _metadata(record.get("metadata"))
-    payload = {
-        "ingest_id": ingest_id,
-        "sid": str(record.get("sid")),
-        "score": int(record.get("max_score") or 0),
-        "files": _files(record.get("files")),
-        "metadata": metadata,
-        "file_path": metadata.get("file_path"),
-        "ingest_time": _text(times.get("submitted")),
-        "notify_time": _text(times.get("completed")),
-        "cached": str(record.get("sid")) != ingest_id,
-        "extended_scan": None,
-        "reconciled": True,
-    }
-    return COMPLETED, payload
+    own = sid == ingest_id or metadata.get("ingest_id") == ingest_id
+    sha256 = _text(pending.get("sha256"))
+    file_path = _text(pending.get("file_path"))
+    if own:
+        times = record.get("times") or {}
+        files = _files(record.get("files"))
+        ingest_time, notify_time = _text(times.get("submitted")), _text(times.get("completed"))
+        file_path = file_path or metadata.get("file_path")
+    else:
+        facts = {"ingest_id": ingest_id, "sha256": sha256, "file_path": file_path}
+        metadata = {k: v for k, v in facts.items() if v is not None}
+        name = file_path.replace("\\", "/").rsplit("/", 1)[-1] if file_path else None
+        sizes = [f["size"] for f in _files(record.get("files")) if f["sha256"] == sha256]
+        files = [{"name": name, "sha256": sha256, "size": sizes[0] if sizes else None}] if sha256 else []
+        ingest_time, notify_time = _iso(pending.get("ingested_at")), None
+    return {"ingest_id": ingest_id, "sid": sid, "files": files, "metadata": metadata, "file_path": file_path,
+            "ingest_time": ingest_time, "notify_time": notify_time, "reconciled": True}
 
 
-def overdue_payload(pending: Mapping[str, Any], checked_at: float) -> Tuple[str, Dict[str, Any]]:
+def overdue_payload(pending: Mapping[str, Any], checked_at: float,
+                    found: Optional[Mapping[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
+    """``submission_overdue``: nothing found by search (``sid``/``state`` null), or a submission
+    found but still unfinished long after the deadline (its ``sid`` and ``state``)."""
     return OVERDUE, {
         "ingest_id": str(pending["ingest_id"]),
         "sha256": _text(pending.get("sha256")),
@@ -94,6 +118,8 @@ def overdue_payload(pending: Mapping[str, Any], checked_at: float) -> Tuple[str,
         "ingested_at": float(pending.get("ingested_at") or 0),
         "deadline": float(pending.get("deadline") or 0),
         "checked_at": float(checked_at),
+        "sid": _text(found.get("sid")) if found else None,
+        "state": _text(found.get("state")) if found else None,
     }
 
 
@@ -122,3 +148,12 @@ def _metadata(metadata: Any) -> Dict[str, str]:
 
 def _text(value: Any) -> Optional[str]:
     return None if value is None else str(value)
+
+
+def _iso(timestamp: Any) -> Optional[str]:
+    """Epoch seconds as Assemblyline writes times (``2024-05-01T12:00:00.000000Z``)."""
+    try:
+        moment = datetime.datetime.fromtimestamp(float(timestamp), datetime.timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

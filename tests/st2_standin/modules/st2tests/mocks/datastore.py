@@ -2,14 +2,18 @@
 
 Unlike st2tests' mock it behaves like the real service: values are stored as
 ``str(value)``, ``local=True`` names become ``<pack>.<ClassName>:<name>``,
-TTLs expire, and values written with ``encrypt=True`` read back as ciphertext
-unless ``decrypt=True`` is asked for.
+TTLs expire, values written with ``encrypt=True`` read back as ciphertext
+unless ``decrypt=True`` is asked for, and ``list_values`` returns one page
+(at most 100 items when no ``limit`` is given, mirroring the API's page cap).
 """
 import base64
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from st2common.constants.keyvalue import ALLOWED_SCOPES, SYSTEM_SCOPE
+
+# st2's default api.max_page_size: the most items one key listing returns without a limit.
+MAX_PAGE_SIZE = 100
 
 
 class KeyValuePair:
@@ -58,12 +62,14 @@ class MockDatastoreService:
 
     # -- the four datastore methods -------------------------------------
     def list_values(self, local=True, prefix=None, limit=None, offset=None) -> List[KeyValuePair]:
+        """Names in sorted order, one page: like st2 (``limit = limit or api.max_page_size``),
+        a call without a ``limit`` returns at most ``MAX_PAGE_SIZE`` items, so a caller that
+        does not page sees only the first page, as it would against the real API."""
         start = self.get_key_prefix() if local else ""
         start += prefix or ""
         names = sorted(n for n in list(self._store) if n.startswith(start) and self._live(n))
         names = names[offset or 0:]
-        if limit:
-            names = names[:limit]
+        names = names[:limit or MAX_PAGE_SIZE]
         return [self._pair(n, decrypt=False) for n in names]
 
     def get_value(self, name, local=True, scope=SYSTEM_SCOPE, decrypt=False) -> Optional[str]:
