@@ -1,5 +1,5 @@
 from lib.action import PackAction
-from lib.ingest import FileIngester, submission_request
+from lib.ingest import ingest_one
 
 
 class IngestFileAction(PackAction):
@@ -9,19 +9,13 @@ class IngestFileAction(PackAction):
                    classification=None, description=None, deep_scan=None, priority=None,
                    services_selected=None, services_excluded=None, service_spec=None, ignore_cache=None,
                    submission_profile=None, generate_alert=None, never_drop=None):
-        request = submission_request(
-            metadata, classification=classification, description=description, deep_scan=deep_scan,
-            priority=priority, services_selected=services_selected, services_excluded=services_excluded,
-            service_spec=service_spec, ignore_cache=ignore_cache, generate_alert=generate_alert,
-            never_drop=never_drop)
-        ingester = FileIngester.from_config(self.pack_config, self.assemblyline(), self.action_service)
-        if notification_queue:
-            ingester.queue = notification_queue
-        outcome = ingester.ingest_path(path, request.params, request.metadata, notification_threshold,
-                                       submission_profile)
-        result = {"ingest_id": outcome["ingest_id"], "sha256": outcome["sha256"], "size": outcome["size"],
-                  "queue": outcome["queue"], "file_path": outcome["path"]}
-        if "warning" in outcome:
-            self.logger.warning(outcome["warning"])
-            result["warning"] = outcome["warning"]
+        result = ingest_one(
+            self.pack_config, self.assemblyline(), self.action_service, path, metadata=metadata,
+            notification_queue=notification_queue, notification_threshold=notification_threshold,
+            submission_profile=submission_profile, classification=classification, description=description,
+            deep_scan=deep_scan, priority=priority, services_selected=services_selected,
+            services_excluded=services_excluded, service_spec=service_spec, ignore_cache=ignore_cache,
+            generate_alert=generate_alert, never_drop=never_drop)
+        if "warning" in result:
+            self.logger.warning(result["warning"])
         return result

@@ -1,6 +1,7 @@
 """Assemblyline side end to end: the real assemblyline-client against the emulator."""
 import io
 import json
+import logging
 import os
 import socket
 import zipfile
@@ -63,6 +64,28 @@ def test_client_arguments_are_explicit_and_verify_by_default(tmp_path):
     assert plain["verify"] is True and plain["proxies"] is None
     off = AssemblylineService(load_config(pack_config(assemblyline={"verify_tls": False}))["assemblyline"])
     assert off.client_arguments()["verify"] is False
+
+
+def test_tls_verification_off_logs_one_warning_without_secrets(emulator, caplog):
+    caplog.set_level(logging.DEBUG)
+    service = AssemblylineService(settings(emulator, verify_tls=False))
+    assert caplog.records == []  # building the service is not connecting
+    assert service.client is service.client  # logged in once, warned once
+    service.reset()
+    service.client  # a rebuilt client (e.g. the sensor after failures) does not repeat it
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [(r.name, r.getMessage()) for r in warnings] == [
+        ("lib.assemblyline", "TLS certificate verification is off for Assemblyline (assemblyline.verify_tls is false)")]
+    assert_no_secrets(caplog.text)
+
+
+def test_tls_verification_on_logs_no_warning(emulator, tmp_path, caplog):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    caplog.set_level(logging.WARNING)
+    AssemblylineService(settings(emulator)).client
+    AssemblylineService(settings(emulator, ca_bundle=str(bundle))).client
+    assert caplog.records == []
 
 
 def test_login_and_lazy_connection(emulator):
@@ -320,6 +343,43 @@ class GetSubmissionResultsTest(BaseActionTestCase):
         result = self.action().run(sid=sid, max_tags=2, max_files=1)
         assert len(result["tags"]) == 2 and result["truncated"]["tags"] >= 3
         assert len(result["files"]) == 1
+
+    def test_metadata_keys_are_bounded_and_counted(self):
+        path = self.drop / "many.bin"
+        path.write_bytes(SAMPLE + b"many keys")
+        config = pack_config(al_url=self.emulator.url, roots=[str(self.drop)])
+        extra = {"k{:03d}".format(i): "v" * 2000 for i in range(150)}
+        ingest_id = IngestFileAction(config=config, action_service=self.action_service).run(
+            path=str(path), metadata=extra)["ingest_id"]
+        self.emulator.complete_all()
+        stored = [i for i in self.emulator.ingests() if i["ingest_id"] == ingest_id][0]
+        assert len(stored["metadata"]) == 156  # 150 + file_path, hostname, sha256, ingest_id, type, ts
+        result = self.action().run(sid=stored["sid"])
+        metadata = result["metadata"]
+        assert len(metadata) == 100 and result["truncated"]["metadata"] == 56
+        # the pack's own keys survive, then the others in name order
+        for key in ("file_path", "hostname", "sha256", "ingest_id", "type", "ts"):
+            assert key in metadata
+        assert metadata["file_path"] == str(path) and metadata["ingest_id"] == ingest_id
+        assert sorted(k for k in metadata if k.startswith("k")) == ["k{:03d}".format(i) for i in range(94)]
+        assert all(len(v) <= 1024 for v in metadata.values())
+        assert list(metadata) == sorted(metadata)
+
+    def test_truncation_counts_are_zero_when_nothing_is_left_out(self):
+        sid = self.ingest(SAMPLE)
+        self.emulator.complete_all()
+        result = self.action().run(sid=sid)
+        assert result["truncated"] == {"files": 0, "tags": 0, "metadata": 0}
+
+    def test_result_matches_the_output_schema(self):
+        import jsonschema
+        import yaml
+        with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "actions",
+                               "get_submission_results.yaml"), encoding="utf-8") as handle:
+            schema = yaml.safe_load(handle)["output_schema"]
+        sid = self.ingest(SAMPLE)
+        self.emulator.complete_all()
+        jsonschema.validate(self.action().run(sid=sid, max_tags=1), schema)
 
     def test_unknown_sid_is_a_404(self):
         ok, result = self.action().run(sid="doesNotExist1234")

@@ -154,3 +154,12 @@ def test_bad_input_is_a_clear_failure(params, message):
     assert ok is False and result["error_type"] == "input"
     assert message in result["error"]
 
+
+
+def test_unknown_and_missing_parameters_are_named_for_every_action():
+    from ingest_file import IngestFileAction as Ingest
+    ok, result = BuildIndicatorsAction(config=pack_config()).run(sid="abc", colour="red")
+    assert ok is False and result["error_type"] == "input"
+    assert result["error"].startswith("build_indicators: unknown parameter colour (known: max_tags, results, sid)")
+    ok, result = Ingest(config=pack_config()).run()
+    assert ok is False and result["error"] == "ingest_file: missing required parameter path"

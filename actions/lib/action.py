@@ -6,13 +6,14 @@ A ``PackError`` becomes a failed execution whose result is
 convention) instead of a traceback in stderr. Unexpected exceptions still
 propagate: they are bugs and st2 records them as such.
 """
-from typing import Any, Dict, Optional
+import inspect
+from typing import Any, Dict, Mapping, Optional
 
 from st2common.runners.base_action import Action
 
 from lib.assemblyline import AssemblylineService
 from lib.config import load_config
-from lib.errors import PackError
+from lib.errors import InputError, PackError
 from lib.threatconnect import ThreatConnectClient
 
 
@@ -44,6 +45,7 @@ class PackAction(Action):
 
     def run(self, **params):
         try:
+            check_parameters(type(self).__module__, self.run_action, params)
             return self.run_action(**params)
         except PackError as error:
             self.logger.error("%s failed: %s", type(self).__name__, error)
@@ -51,3 +53,28 @@ class PackAction(Action):
 
     def run_action(self, **params):
         raise NotImplementedError()
+
+
+def check_parameters(action: str, method: Any, params: Mapping[str, Any]) -> None:
+    """Raise ``InputError`` naming unknown and missing parameters (instead of a TypeError).
+
+    st2 validates parameters against the action's YAML before ``run()``; this
+    covers direct calls (``st2 run`` with a stale registration, tests, other
+    Python code) with the same kind of clear message.
+    """
+    signature = inspect.signature(method).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        return
+    unknown = sorted(set(params) - set(signature))
+    missing = sorted(name for name, p in signature.items()
+                     if p.default is inspect.Parameter.empty and name not in params
+                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    problems = []
+    if unknown:
+        problems.append("unknown parameter{} {} (known: {})".format(
+            "s" if len(unknown) > 1 else "", ", ".join(unknown), ", ".join(sorted(signature))))
+    if missing:
+        problems.append("missing required parameter{} {}".format(
+            "s" if len(missing) > 1 else "", ", ".join(missing)))
+    if problems:
+        raise InputError("{}: {}".format(action, "; ".join(problems)))

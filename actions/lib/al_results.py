@@ -14,6 +14,9 @@ from lib.errors import InputError
 # Assemblyline's score thresholds (reference §6); below 0 is safe.
 VERDICT_THRESHOLDS = ((1000, "malicious"), (700, "highly_suspicious"), (300, "suspicious"), (0, "info"))
 METADATA_VALUE_LIMIT = 1024
+METADATA_KEY_LIMIT = 100  # most metadata keys returned; the rest are counted in truncated.metadata
+# Kept first when a submission has more keys than the limit: what the pack itself set and reads back.
+METADATA_FIRST = ("file_path", "hostname", "sha256", "ingest_id", "type", "ts")
 
 
 def verdict_for(score: Optional[int]) -> Optional[str]:
@@ -47,6 +50,7 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
     tags = sorted(_tags(summary), key=lambda t: (t["group"], t["type"], t["value"]))
     times = full.get("times") or {}
     score = full.get("max_score")
+    metadata, metadata_dropped = _metadata(full.get("metadata") or {})
     return {
         "sid": full.get("sid"),
         "state": full.get("state"),
@@ -57,11 +61,12 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
         "classification": summary.get("classification") or full.get("classification"),
         "submitted_at": times.get("submitted"),
         "completed_at": times.get("completed"),
-        "metadata": _metadata(full.get("metadata") or {}),
+        "metadata": metadata,
         "files": files[:max_files],
         "tags": tags[:max_tags],
         "al_url": link,
-        "truncated": {"files": max(0, len(files) - max_files), "tags": max(0, len(tags) - max_tags)},
+        "truncated": {"files": max(0, len(files) - max_files), "tags": max(0, len(tags) - max_tags),
+                      "metadata": metadata_dropped},
     }
 
 
@@ -120,6 +125,15 @@ def _file(sha256: str, name: Any, size: Any, infos: Mapping[str, Any], extracted
             "parent_sha256": parent}
 
 
-def _metadata(metadata: Mapping[str, Any]) -> Dict[str, str]:
-    """Metadata as strings, each value bounded (it travels in triggers and results)."""
-    return {str(k): str(v)[:METADATA_VALUE_LIMIT] for k, v in sorted(metadata.items())}
+def _metadata(metadata: Mapping[str, Any]) -> Tuple[Dict[str, str], int]:
+    """Metadata as strings, bounded in values and keys (it travels in triggers and results).
+
+    At most ``METADATA_KEY_LIMIT`` keys: the pack's own keys first, then the
+    others in name order; returns the kept keys and how many were dropped.
+    """
+    if not isinstance(metadata, Mapping):
+        return {}, 0
+    names = sorted(metadata, key=lambda k: (str(k) not in METADATA_FIRST, str(k)))
+    kept = names[:METADATA_KEY_LIMIT]
+    return ({str(k): str(metadata[k])[:METADATA_VALUE_LIMIT] for k in sorted(kept, key=str)},
+            len(names) - len(kept))

@@ -9,6 +9,7 @@ turns every client failure into an ``AssemblylineError`` carrying the HTTP
 status and a message free of secrets.
 """
 import contextlib
+import logging
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import requests
@@ -16,20 +17,29 @@ from assemblyline_client import ClientError, get_client
 
 from lib.errors import AssemblylineError
 
+LOG = logging.getLogger(__name__)
+
+
 class AssemblylineService:
     def __init__(self, settings: Mapping[str, Any], connect: Callable[..., Any] = get_client):
         self.settings = settings
         self._connect = connect
         self._client = None
         self._secrets = _secret_parts(settings.get("api_key") or "")
+        self._tls_warned = False  # once per service: a sensor rebuilding its client must not flood the log
 
     # -- connection --------------------------------------------------------
     @property
     def client(self):
         """The logged-in client, created on first use (and again after ``reset``)."""
         if self._client is None:
+            arguments = self.client_arguments()
+            if arguments["verify"] is False and not self._tls_warned:
+                self._tls_warned = True
+                LOG.warning("TLS certificate verification is off for Assemblyline "
+                            "(assemblyline.verify_tls is false)")
             with self.errors("login"):
-                self._client = self._connect(**self.client_arguments())
+                self._client = self._connect(**arguments)
         return self._client
 
     def client_arguments(self) -> Dict[str, Any]:

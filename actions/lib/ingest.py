@@ -5,13 +5,14 @@ hash it, build the metadata (``file_path``, ``hostname``, ``sha256`` plus the
 caller's), ingest it with the pack's notification queue, and record it in the
 ledger so the sensor can reconcile it and a re-run can skip it.
 """
+import inspect
 import json
 import os
 import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from lib.assemblyline import AssemblylineService
 from lib.errors import InputError, PackError, UnsafePathError
@@ -21,10 +22,71 @@ from lib.ledger import IngestLedger
 METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 METADATA_MAX_VALUE = 4096  # the ingester silently drops longer JSON-encoded values
 RESERVED_METADATA = ("ingest_id", "type", "ts")
-# Submission parameters a caller may set; everything else comes from the profile.
-SUBMISSION_PARAMS = ("classification", "description", "deep_scan", "priority", "services",
-                     "service_spec", "ignore_cache", "generate_alert", "never_drop")
+QUEUE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # the client does not URL-encode queue names
 MAX_PRIORITY = 250  # the server caps priority here
+MAX_CONCURRENCY = 32
+SECONDS_PER_DAY = 86400
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _boolean(name: str, value: Any) -> Optional[bool]:
+    if value is not None and not isinstance(value, bool):
+        raise InputError("{} must be true or false (got {})".format(name, _kind(value)))
+    return value
+
+
+def _text_param(name: str, value: Any) -> Optional[str]:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise InputError("{} must be a non-empty string (got {})".format(
+            name, "an empty string" if isinstance(value, str) else _kind(value)))
+    return value
+
+
+def _integer(name: str, value: Any, low: int, high: Optional[int] = None) -> Optional[int]:
+    """An int in [low, high]; booleans are not integers here."""
+    if value is None:
+        return None
+    in_range = isinstance(value, int) and not isinstance(value, bool) and value >= low \
+        and (high is None or value <= high)
+    if not in_range:
+        bounds = "from {} to {}".format(low, high) if high is not None else "of at least {}".format(low)
+        shown = repr(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else _kind(value)
+        raise InputError("{} must be an integer {} (got {})".format(name, bounds, shown))
+    return value
+
+
+def _names(name: str, value: Any) -> Optional[List[str]]:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InputError("{} must be a list of non-empty strings (got {})".format(name, _kind(value)))
+    return list(value)
+
+
+def _service_spec(value: Any) -> Optional[Dict[str, Dict[str, Any]]]:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, Mapping) for k, v in value.items()):
+        raise InputError("service_spec must be an object of service name: {parameter: value} "
+                         "(e.g. {Extract: {password: infected}})")
+    return {k: dict(v) for k, v in value.items()}
+
+
+# Submission parameters a caller may set, each with its check; everything else comes from the profile.
+SUBMISSION_PARAMS: Dict[str, Callable[[str, Any], Any]] = {
+    "classification": _text_param,
+    "description": _text_param,
+    "deep_scan": _boolean,
+    "priority": lambda name, value: _integer(name, value, 1, MAX_PRIORITY),
+    "service_spec": lambda name, value: _service_spec(value),
+    "ignore_cache": _boolean,
+    "generate_alert": _boolean,  # sent inside params: servers ignore the root-level flag
+    "never_drop": _boolean,
+}
 
 
 def validate_metadata(metadata: Optional[Mapping[str, Any]]) -> Dict[str, str]:
@@ -58,22 +120,44 @@ def submission_request(metadata: Optional[Mapping[str, Any]] = None,
                        services_selected: Optional[Sequence[str]] = None,
                        services_excluded: Optional[Sequence[str]] = None,
                        **params: Any) -> SubmissionRequest:
-    """Validate what a caller asked for and shape it as Assemblyline's ``params`` and metadata."""
-    services = {}
-    if services_selected is not None:
-        services["selected"] = list(services_selected)
-    if services_excluded is not None:
-        services["excluded"] = list(services_excluded)
-    if services:
-        params["services"] = services
-    priority = params.get("priority")
-    if priority is not None and not (isinstance(priority, int) and 1 <= priority <= MAX_PRIORITY):
-        raise InputError("priority must be an integer from 1 to {}".format(MAX_PRIORITY))
+    """Validate what a caller asked for and shape it as Assemblyline's ``params`` and metadata.
+
+    Every value is checked by name (type and range) so a bad one is refused
+    before anything is read or uploaded; ``None`` means "not set".
+    """
     unknown = set(params) - set(SUBMISSION_PARAMS)
     if unknown:
-        raise InputError("unknown submission parameters: {}".format(", ".join(sorted(unknown))))
-    params = {k: v for k, v in params.items() if v is not None}
-    return SubmissionRequest(params, validate_metadata(metadata))
+        raise InputError("unknown submission parameters: {} (known: {})".format(
+            ", ".join(sorted(unknown)), ", ".join(sorted(SUBMISSION_PARAMS))))
+    clean = {name: SUBMISSION_PARAMS[name](name, value) for name, value in params.items()}
+    clean = {k: v for k, v in clean.items() if v is not None}
+    services = {}
+    selected = _names("services_selected", services_selected)
+    excluded = _names("services_excluded", services_excluded)
+    if selected is not None:
+        services["selected"] = selected
+    if excluded is not None:
+        services["excluded"] = excluded
+    if services:
+        clean["services"] = services
+    return SubmissionRequest(clean, validate_metadata(metadata))
+
+
+class Delivery(NamedTuple):
+    """Where Assemblyline reports the outcome, and with which profile it analyses."""
+
+    queue: Optional[str]
+    threshold: Optional[int]
+    submission_profile: Optional[str]
+
+
+def delivery_options(notification_queue: Any = None, notification_threshold: Any = None,
+                     submission_profile: Any = None) -> Delivery:
+    if notification_queue is not None and (not isinstance(notification_queue, str)
+                                           or not QUEUE_RE.match(notification_queue)):
+        raise InputError("notification_queue must be 1-64 lower-case letters, digits or '_'")
+    return Delivery(notification_queue, _integer("notification_threshold", notification_threshold, 1),
+                    _text_param("submission_profile", submission_profile))
 
 
 class FileIngester:
@@ -171,12 +255,24 @@ class DirectoryReport:
                 "files": self.files, "files_not_listed": self.unlisted, "limit_reached": self.limit_reached}
 
 
+OVERSIZE_RE = re.compile(r"^it is \d+ bytes, (over the \d+ byte limit.*)$")
+
+
+def _reason_group(reason: str) -> str:
+    """The key ``skipped_by_reason`` counts under: without per-file sizes, so it stays small."""
+    match = OVERSIZE_RE.match(reason)
+    return match.group(1) if match else reason
+
+
 def ingest_directory(ingester: FileIngester, directory: str, params: Mapping[str, Any],
                      metadata: Mapping[str, str], include: Sequence[str], exclude: Sequence[str],
                      concurrency: int, max_files: int, force: bool, dedupe_ttl: int,
                      threshold: Optional[int] = None, submission_profile: Optional[str] = None,
                      max_listed: int = 100) -> Dict[str, Any]:
-    """Ingest every candidate under ``directory``; one file's failure never stops the others."""
+    """Ingest every candidate under ``directory``; one file's failure never stops the others.
+
+    At most ``concurrency`` files are read and uploaded at the same time.
+    """
     report = DirectoryReport(directory, max_listed)
     entries = walk_directory(directory, ingester.policy, include or ("*",), exclude or ())
     candidates: List[str] = []
@@ -196,13 +292,82 @@ def ingest_directory(ingester: FileIngester, directory: str, params: Mapping[str
             return ingester.ingest_path(path, params, metadata, threshold, submission_profile,
                                         skip_if_seen=not force, dedupe_ttl=dedupe_ttl)
         except UnsafePathError as exc:
-            return {"path": path, "status": "skipped", "reason": exc.reason}
+            return {"path": path, "status": "skipped", "reason": exc.reason,
+                    "reason_group": _reason_group(exc.reason)}
         except PackError as exc:
             return {"path": path, "status": "failed", "reason": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one file must never fail the others
             return {"path": path, "status": "failed", "reason": "unexpected {}".format(type(exc).__name__)}
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for outcome in pool.map(one, candidates):
             report.add(outcome)
     return report.to_dict()
+
+
+# -- the actions' entry points ------------------------------------------------------
+
+def ingest_one(config: Mapping[str, Any], service: AssemblylineService, datastore: Any, path: Any,
+               metadata: Any = None, notification_queue: Any = None, notification_threshold: Any = None,
+               submission_profile: Any = None, **submission: Any) -> Dict[str, Any]:
+    """``ingest_file``: validate every parameter, then read, upload and record one file."""
+    request = submission_request(metadata, **submission)
+    delivery = delivery_options(notification_queue, notification_threshold, submission_profile)
+    ingester = FileIngester.from_config(config, service, datastore)
+    if delivery.queue:
+        ingester.queue = delivery.queue
+    outcome = ingester.ingest_path(path, request.params, request.metadata, delivery.threshold,
+                                   delivery.submission_profile)
+    result = {"ingest_id": outcome["ingest_id"], "sha256": outcome["sha256"], "size": outcome["size"],
+              "queue": outcome["queue"], "file_path": outcome["path"]}
+    if "warning" in outcome:
+        result["warning"] = outcome["warning"]
+    return result
+
+
+def walk_policy(base: FilePolicy, max_file_size: Any = None, include_hidden: Any = None,
+                follow_symlinks: Any = None) -> FilePolicy:
+    """The config's file policy with a run's overrides; ``max_file_size`` may only lower the limit.
+
+    Following symbolic links never widens what may be read: every target is
+    still resolved and checked against the allowed roots.
+    """
+    limit = _integer("max_file_size", max_file_size, 1)
+    if limit is not None and limit > base.max_file_size:
+        raise InputError("max_file_size ({}) may only lower the configured limit "
+                         "(ingest.max_file_size is {})".format(limit, base.max_file_size))
+    hidden = _boolean("include_hidden", include_hidden)
+    follow = _boolean("follow_symlinks", follow_symlinks)
+    return base._replace(
+        max_file_size=base.max_file_size if limit is None else limit,
+        include_hidden=base.include_hidden if hidden is None else hidden,
+        follow_symlinks=base.follow_symlinks if follow is None else follow)
+
+
+def ingest_tree(config: Mapping[str, Any], service: AssemblylineService, datastore: Any,
+                directory: Any = None, include: Any = None, exclude: Any = None, force: Any = False,
+                dedupe_days: Any = 30, max_files: Any = None, concurrency: Any = None, max_listed: Any = 100,
+                max_file_size: Any = None, include_hidden: Any = None, follow_symlinks: Any = None,
+                metadata: Any = None, notification_threshold: Any = None, submission_profile: Any = None,
+                **submission: Any) -> Dict[str, Any]:
+    """``ingest_directory``: validate every parameter, then walk and ingest (``ingest_directory``)."""
+    ingest_config = config["ingest"]
+    directory = _text_param("directory", directory) or ingest_config.get("drop_directory")
+    if not directory:
+        raise InputError("no directory given and ingest.drop_directory is not configured")
+    include = _names("include", include) or ["*"]
+    exclude = _names("exclude", exclude) or []
+    force = bool(_boolean("force", force))
+    dedupe_days = _integer("dedupe_days", 30 if dedupe_days is None else dedupe_days, 1, 365)
+    max_files = _integer("max_files", max_files, 1) or int(ingest_config["max_files_per_run"])
+    concurrency = _integer("concurrency", concurrency, 1, MAX_CONCURRENCY) or int(ingest_config["concurrency"])
+    max_listed = _integer("max_listed", 100 if max_listed is None else max_listed, 0, 10000)
+    request = submission_request(metadata, **submission)
+    delivery = delivery_options(None, notification_threshold, submission_profile)
+    ingester = FileIngester.from_config(config, service, datastore)
+    ingester.policy = walk_policy(ingester.policy, max_file_size, include_hidden, follow_symlinks)
+    return ingest_directory(
+        ingester, directory, request.params, request.metadata, include, exclude,
+        concurrency=concurrency, max_files=max_files, force=force,
+        dedupe_ttl=dedupe_days * SECONDS_PER_DAY, threshold=delivery.threshold,
+        submission_profile=delivery.submission_profile, max_listed=max_listed)
