@@ -17,3 +17,25 @@ for _sub in ("sensors", os.path.join("actions", "lib"), "actions"):
 from tests.st2_standin import install_if_missing  # noqa: E402
 
 install_if_missing()
+
+
+import pytest  # noqa: E402
+
+from tests.emulators.assemblyline import AssemblylineEmulator  # noqa: E402
+from tests.emulators.threatconnect import ThreatConnectEmulator  # noqa: E402
+from tests.helpers import AL_APIKEY, AL_USER, TC_ACCESS_ID, TC_OWNER, TC_SECRET_KEY, TC_TOKEN  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """A loopback Assemblyline for the module; analyses finish when a test says so."""
+    with AssemblylineEmulator(user=AL_USER, apikey=AL_APIKEY, analysis_delay=None) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def tc():
+    """A loopback ThreatConnect for the module whose jobs complete on the first poll."""
+    with ThreatConnectEmulator(access_id=TC_ACCESS_ID, secret_key=TC_SECRET_KEY, token=TC_TOKEN,
+                               owners=[TC_OWNER], queued_polls=0, running_polls=0) as emu:
+        yield emu

@@ -6,6 +6,7 @@ AL_APIKEY = "st2key:al-s3cret-9d1f"
 TC_ACCESS_ID = "12345678901234567890"
 TC_SECRET_KEY = "tc-s3cret-key-0a7c"
 TC_TOKEN = "tc-t0ken-5e2b"
+TC_OWNER = "Example Org"
 SECRETS = (AL_APIKEY.split(":", 1)[1], TC_SECRET_KEY, TC_TOKEN)
 
 
@@ -15,7 +16,7 @@ def pack_config(al_url: str = "https://al.example.org", tc_url: str = "https://t
     """A raw st2 config (before validation), like /opt/stackstorm/configs/<pack>.yaml."""
     config: Dict[str, Any] = {
         "assemblyline": {"url": al_url, "user": AL_USER, "api_key": AL_APIKEY, "retries": 2, "timeout": 5},
-        "threatconnect": {"api_url": tc_url, "owner": "Example Org", "access_id": TC_ACCESS_ID,
+        "threatconnect": {"api_url": tc_url, "owner": TC_OWNER, "access_id": TC_ACCESS_ID,
                           "secret_key": TC_SECRET_KEY},
         "ingest": {"allowed_roots": list(roots)},
     }

@@ -17,18 +17,11 @@ from lib.assemblyline import AssemblylineService
 from lib.config import load_config
 from lib.errors import AssemblylineError
 from lib.ledger import PENDING_PREFIX, IngestLedger
-from tests.emulators.assemblyline import AssemblylineEmulator
 from tests.helpers import AL_APIKEY, AL_USER, assert_no_secrets, pack_config
 
 SAMPLE = (b"MZ\x90\x00 dropper\nGET http://evil-c2.top/gate.php?id=1 HTTP/1.1\n"
           b"Host: evil-c2.top\nbeacon 203.0.113.66 and 10.1.2.3\nmail ops@bad-actor.ru\n"
           b"FAMILY=EMOTET\nupdate via windowsupdate.com\n")
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with AssemblylineEmulator(user=AL_USER, apikey=AL_APIKEY, analysis_delay=None) as emu:
-        yield emu
 
 
 @pytest.fixture(autouse=True)

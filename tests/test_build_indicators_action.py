@@ -13,29 +13,12 @@ from get_submission_results import GetSubmissionResultsAction
 from ingest_file import IngestFileAction
 from lib.threatconnect import ThreatConnectClient
 from lib.config import load_config
-from tests.emulators.assemblyline import AssemblylineEmulator
-from tests.emulators.threatconnect import ThreatConnectEmulator
-from tests.helpers import (AL_APIKEY, AL_USER, TC_ACCESS_ID, TC_SECRET_KEY, TC_TOKEN,
-                           assert_no_secrets, pack_config)
+from tests.helpers import TC_OWNER as OWNER, assert_no_secrets, pack_config
 from tests.conftest import PACK_DIR
 
-OWNER = "Example Org"
 SAMPLE = (b"MZ\x90\x00 dropper\nGET http://evil-c2.top/gate.php?id=1 HTTP/1.1\n"
           b"Host: evil-c2.top\nbeacon 185.220.101.47 and 10.1.2.3\nmail ops@bad-actor.ru\n"
           b"FAMILY=EMOTET\nupdate via windowsupdate.com\n")
-
-
-@pytest.fixture(scope="module")
-def al():
-    with AssemblylineEmulator(user=AL_USER, apikey=AL_APIKEY, analysis_delay=None) as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def tc():
-    with ThreatConnectEmulator(access_id=TC_ACCESS_ID, secret_key=TC_SECRET_KEY, token=TC_TOKEN,
-                               owners=[OWNER], queued_polls=0, running_polls=0) as emulator:
-        yield emulator
 
 
 def output_schema():
@@ -47,7 +30,8 @@ class BuildIndicatorsActionTest(BaseActionTestCase):
     action_cls = BuildIndicatorsAction
 
     @pytest.fixture(autouse=True)
-    def _inject(self, al, tc, tmp_path, caplog):
+    def _inject(self, emulator, tc, tmp_path, caplog):
+        al = emulator
         al.reset(knobs=True)
         self.al, self.tc, self.caplog = al, tc, caplog
         self.drop = tmp_path / "quarantine"

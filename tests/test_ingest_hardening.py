@@ -18,17 +18,10 @@ from st2tests.base import BaseActionTestCase
 from ingest_directory import IngestDirectoryAction
 from ingest_file import IngestFileAction
 from tests.emulators.al_multipart import parse_multipart
-from tests.emulators.assemblyline import AssemblylineEmulator
-from tests.helpers import AL_APIKEY, AL_USER, pack_config
+from tests.helpers import AL_USER, pack_config
 
 SAMPLE = b"MZ\x90\x00 dropper\nGET http://evil-c2.top/gate.php HTTP/1.1\nbeacon 203.0.113.66\n"
 INGEST_PATH = "/api/v4/ingest/"
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with AssemblylineEmulator(user=AL_USER, apikey=AL_APIKEY, analysis_delay=None) as emu:
-        yield emu
 
 
 class Wire:

@@ -10,22 +10,12 @@ from tc_batch_errors import TcBatchErrorsAction
 from tc_batch_status import TcBatchStatusAction
 from tc_batch_upload import TcBatchUploadAction
 from tc_submit_indicators import TcSubmitIndicatorsAction
-from tests.emulators.threatconnect import ThreatConnectEmulator
-from tests.helpers import TC_ACCESS_ID, TC_SECRET_KEY, TC_TOKEN, assert_no_secrets, pack_config
-
-OWNER = "Example Org"
+from tests.helpers import TC_OWNER as OWNER, TC_SECRET_KEY, TC_TOKEN, assert_no_secrets, pack_config
 
 
 def host(n):
     return {"type": "Host", "summary": "evil{}.example.com".format(n), "rating": 3, "confidence": 60,
             "tag": [{"name": "Assemblyline"}]}
-
-
-@pytest.fixture(scope="module")
-def tc():
-    with ThreatConnectEmulator(access_id=TC_ACCESS_ID, secret_key=TC_SECRET_KEY, token=TC_TOKEN,
-                               owners=[OWNER], queued_polls=0, running_polls=0) as emulator:
-        yield emulator
 
 
 class TcActionCase(BaseActionTestCase):
