@@ -1,24 +1,32 @@
 #!/usr/bin/env python
-"""Benchmark of lib.indicators: build + validate + serialise (not a test).
+"""Benchmark of lib.indicators + lib.threatconnect: build, validate, serialise (not a test).
 
 Generates a realistic synthetic submission results document (default 200,000
 tags: domains, IPv4, IPv6, URLs, e-mail addresses, attribution tags, with
 duplicates across files and static/dynamic, safelisted, private, invalid,
-defanged and internationalised values), then times
+defanged and internationalised values), then times what the pack does with it:
 
-    result = build_indicators(doc, settings)
-    json.dumps(result.indicators)
+    result = build_indicators(doc, settings)                  # build + validate
+    for job in iter_jobs(result.groups, result.indicators,    # serialise into
+                         max_items, max_bytes, rejected): ... # batch bodies
 
-and prints indicators per second (and input tags per second), the ratio to
-the 200,000 indicators/s target, and the tracemalloc peak per input tag at
-two sizes (memory should be linear: the same bytes per tag at both sizes).
+``iter_jobs`` is what ``ThreatConnectClient.submit`` (and ``tc_batch_upload``)
+run, with the schema's default batch limits (25,000 items, 2,000,000 bytes).
+The garbage collector stays as the process has it; the time it spends is
+measured (gc.callbacks) and printed. Prints indicators per second for the
+whole and per phase with the ratio to the 200,000 indicators/s target, checks
+once (untimed) that the bodies are byte for byte the plain compact encoder's
+(and how long that plain encoder takes: the serialisation before the fast
+path), and prints the tracemalloc peak of build + serialise at three sizes
+with the marginal bytes per tag between them (memory is linear when the
+marginal figures agree, within the steps of dicts growing by doubling; the
+fixed part is the batch body being filled).
 
     .venv/py311/bin/python bench/bench_indicators.py [--tags 200000] [--repeat 3]
 """
 import argparse
 import gc
 import hashlib
-import json
 import os
 import random
 import sys
@@ -29,8 +37,13 @@ PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for sub in (os.path.join("actions", "lib"), "actions"):
     sys.path.insert(0, os.path.join(PACK_DIR, sub))
 
+from lib.config import apply_defaults, load_schema  # noqa: E402
 from lib.indicators import build_indicators  # noqa: E402
+from lib.threatconnect import _encode_item, iter_jobs  # noqa: E402
 
+_TC_DEFAULTS = apply_defaults({}, load_schema()["properties"]["threatconnect"])
+MAX_ITEMS = int(_TC_DEFAULTS["batch_max_items"])
+MAX_BYTES = int(_TC_DEFAULTS["batch_max_bytes"])
 TARGET = 200000
 TLDS = ("com", "net", "org", "ru", "info", "top", "xyz", "cn", "io", "de", "co.uk", "com.br")
 WORDS = ("secure", "login", "update", "cdn", "mail", "api", "paypal", "micro", "soft", "bank",
@@ -182,26 +195,87 @@ def make_results(n_tags: int, seed: int = 1) -> dict:
             "al_url": "https://al.example.org/submission/" + sid}
 
 
+class GcClock:
+    """Seconds the cyclic garbage collector ran while installed (gc.callbacks)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = None
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+            self._started = None
+
+    def __enter__(self):
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self)
+
+
+def serialise(result, rejected):
+    """The batch bodies as submit makes them; returns (jobs, bytes). Bodies are dropped."""
+    jobs = size = 0
+    for job in iter_jobs(result.groups, result.indicators, MAX_ITEMS, MAX_BYTES, rejected):
+        jobs += 1
+        size += len(job.body)
+    return jobs, size
+
+
 def timed_run(doc: dict, conf: dict):
     gc.collect()
-    start = time.perf_counter()
-    result = build_indicators(doc, conf)
-    built = time.perf_counter()
-    body = json.dumps(result.indicators)
-    done = time.perf_counter()
-    return result, built - start, done - built, len(body)
+    rejected = []
+    with GcClock() as build_gc:
+        start = time.perf_counter()
+        result = build_indicators(doc, conf)
+        built = time.perf_counter()
+    with GcClock() as serialise_gc:
+        jobs, size = serialise(result, rejected)
+        done = time.perf_counter()
+    return {"result": result, "build": built - start, "serialise": done - built, "jobs": jobs,
+            "bytes": size, "rejected": len(rejected), "build_gc": build_gc.seconds,
+            "serialise_gc": serialise_gc.seconds}
 
 
-def peak_memory(n_tags: int, conf: dict) -> float:
+def plain_bodies_match(result):
+    """(every body is byte for byte what one plain encoder call per item gives, seconds
+    those plain calls took): the check, and the serialisation before the fast path."""
+    groups = iter(result.groups)
+    indicators = iter(result.indicators)
+    plain_seconds = 0.0
+
+    def plain(items, count):
+        nonlocal plain_seconds
+        start = time.perf_counter()
+        data = b",".join(_encode_item(next(items)).encode("utf-8") for _ in range(count))
+        plain_seconds += time.perf_counter() - start
+        return data
+
+    same = True
+    for job in iter_jobs(result.groups, result.indicators, MAX_ITEMS, MAX_BYTES, []):
+        expected = b"".join((b'{"group":[', plain(groups, job.groups), b'],"indicator":[',
+                             plain(indicators, job.indicators), b"]}"))
+        same = same and job.body == expected
+    return same and next(groups, None) is None and next(indicators, None) is None, plain_seconds
+
+
+def peak_memory(n_tags: int, conf: dict) -> int:
+    """tracemalloc peak (bytes) of build + serialise, the input document excluded."""
     doc = make_results(n_tags)
     gc.collect()
     tracemalloc.start()
     result = build_indicators(doc, conf)
-    body = json.dumps(result.indicators)
+    serialise(result, [])
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    del result, body
-    return peak / n_tags
+    del result
+    return peak
 
 
 def calibration_seconds() -> float:
@@ -228,27 +302,40 @@ def main() -> int:
         sys.version.split()[0], args.tags, calibration))
     doc = make_results(args.tags)
     runs = [timed_run(doc, conf) for _ in range(args.repeat)]
-    result, build_s, dump_s, size = min(runs, key=lambda r: r[1] + r[2])
-    total = build_s + dump_s
+    best = min(runs, key=lambda r: r["build"] + r["serialise"])
+    result = best["result"]
     n = len(result.indicators)
     counts = result.counts
     print("indicators out: {}  rejected: {}  filtered: safelisted {} below_h_type {} private {} "
           "duplicates merged {} refanged {}".format(
               n, len(result.rejected), counts["safelisted"], counts["below_h_type"],
               counts["private"], counts["duplicate"], counts["refanged"]))
-    print("build+validate {:.3f} s, json.dumps {:.3f} s ({:.1f} MB), total {:.3f} s (best of {})"
-          .format(build_s, dump_s, size / 1e6, total, args.repeat))
+    total = best["build"] + best["serialise"]
+    print("build+validate {:.3f} s (gc {:.3f} s), serialise {:.3f} s (gc {:.3f} s) into {} batch "
+          "bodies ({:.1f} MB, {} items rejected), total {:.3f} s (best of {})".format(
+              best["build"], best["build_gc"], best["serialise"], best["serialise_gc"],
+              best["jobs"], best["bytes"] / 1e6, best["rejected"], total, args.repeat))
     rate = n / total
     print("indicators/s: {:,.0f}  (ratio to {:,}/s target: {:.2f})".format(rate, TARGET, rate / TARGET))
     print("input tags/s: {:,.0f}  (ratio to target: {:.2f})".format(args.tags / total,
                                                                   args.tags / total / TARGET))
-    print("build only: {:,.0f} indicators/s; json.dumps only: {:,.0f} indicators/s".format(
-        n / build_s, n / dump_s))
-    small, large = max(args.tags // 4, 1000), args.tags
-    per_small, per_large = peak_memory(small, conf), peak_memory(large, conf)
-    print("peak traced memory per input tag: {:.0f} B at {} tags, {:.0f} B at {} tags "
-          "(ratio {:.2f}; 1.00 = linear)".format(per_small, small, per_large, large,
-                                                 per_large / per_small))
+    for phase in ("build", "serialise"):
+        phase_rate = n / best[phase]
+        print("{} only: {:,.0f} indicators/s (ratio to target {:.2f}; {:.0%} of the time)".format(
+            phase, phase_rate, phase_rate / TARGET, best[phase] / total))
+    same, plain_s = plain_bodies_match(result)
+    print("bodies identical to the plain encoder's: {} (plain encoder, one call per item: "
+          "{:.3f} s, {:,.0f} indicators/s)".format(same, plain_s, n / plain_s))
+    del runs, best, result
+    sizes = [max(args.tags // 4, 1000), max(args.tags // 2, 2000), max(args.tags, 4000)]
+    peaks = [peak_memory(size, conf) for size in sizes]
+    marginal = [(peaks[i + 1] - peaks[i]) / (sizes[i + 1] - sizes[i]) for i in (0, 1)]
+    print("peak traced memory (build + serialise): " + ", ".join(
+        "{:.1f} MB at {} tags".format(peak / 1e6, size) for peak, size in zip(peaks, sizes)))
+    print("  = {:.1f} MB fixed (the body being filled) + {:.0f} B per tag; marginal B/tag "
+          "{:.0f} then {:.0f} (ratio {:.2f}; 1.00 = linear, +-0.2 from dicts doubling)".format(
+              (peaks[2] - marginal[1] * sizes[2]) / 1e6, marginal[1], marginal[0], marginal[1],
+              marginal[1] / marginal[0]))
     return 0
 
 

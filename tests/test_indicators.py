@@ -844,6 +844,83 @@ def test_gc_state_is_restored():
     assert gc.isenabled()
 
 
+def test_gc_is_left_unfrozen_with_its_thresholds():
+    import gc
+    thresholds = gc.get_threshold()
+    result = build_indicators(fixture("emotet_maldoc.json"), settings(include_extracted_files=True))
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
+    assert result.indicators and gc.is_tracked(result.indicators[0])
+
+
+def test_objects_the_caller_froze_stay_frozen():
+    import gc
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        build_indicators(fixture("emotet_maldoc.json"), settings())
+        assert gc.get_freeze_count() >= frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("name", ["emotet_maldoc.json", "malformed_values.json", "clean_pdf.json"])
+def test_the_build_creates_no_reference_cycles(name):
+    """What the build allocates is filed as old without being examined: it must be acyclic."""
+    import gc
+    doc = fixture(name)
+    doc["tags"] += [tag("network.static.domain", "bad_name.example"),  # rejected values too
+                    tag("network.static.ip", "10.0.0.1"), tag("network.static.uri", "tcp://x"),
+                    tag("attribution.family", " "), {"type": "network.static.ip"}, 7]
+    conf = settings(include_extracted_files=True)  # (jsonschema's resolver makes cycles)
+    gc.collect()
+    gc.disable()
+    try:
+        result = build_indicators(doc, conf)
+        assert result.rejected
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_tag_lists_are_shared_by_content():
+    tags = [tag("network.static.domain", "a.example.com", sha256s=[SHA_A]),
+            tag("network.static.domain", "b.example.com", sha256s=[SHA_B]),
+            tag("network.static.domain", "c.example.com", sha256s=[SHA_A, SHA_B]),
+            tag("attribution.family", "EMOTET", sha256s=[])]
+    indicators = build(tags).indicators
+    assert indicators[0]["tag"] == [{"name": "Assemblyline"}, {"name": "EMOTET"}]
+    assert indicators[0]["tag"] is indicators[1]["tag"] is indicators[2]["tag"]
+    assert indicators[0]["attribute"] is indicators[2]["attribute"]
+
+
+def test_tags_that_are_not_plain_dicts_read_like_dicts():
+    from collections import OrderedDict
+    from collections.abc import Mapping
+
+    class View(Mapping):
+        def __init__(self, data):
+            self.data = data
+
+        def __getitem__(self, key):
+            return self.data[key]
+
+        def __iter__(self):
+            return iter(self.data)
+
+        def __len__(self):
+            return len(self.data)
+
+    plain = [tag("network.static.domain", "a.example.com"), tag("network.static.ip", "8.8.4.4"),
+             tag("attribution.family", "EMOTET"),
+             {"type": "network.static.uri", "value": "https://c.example.com/x", "h_type": "malicious"},
+             {"type": "network.static.domain", "value": "d.example.com", "h_type": "malicious",
+              "sha256s": SHA_A}]
+    odd = [View(plain[0]), OrderedDict(plain[1]), View(plain[2]), View(plain[3]), dict(plain[4])]
+    assert json.dumps(build(odd).to_dict()) == json.dumps(build(plain).to_dict())
+    assert json.dumps(build(plain + odd).to_dict()) == json.dumps(build(plain + plain).to_dict())
+
+
 # --------------------------------------------------------------------------- tc_values vs stdlib and idna
 
 ASCII_HOSTS = ["evil.example.com", "EVIL.Example.COM", "a-b.c-d.example", "xn--bcher-kva.example",

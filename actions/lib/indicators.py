@@ -65,6 +65,13 @@ result. The output shares no object with the input; indicators share their
 read-only ``tag``/``securityLabel``/``attribute``/``associatedGroups`` lists
 with each other (built once per distinct value: the hot path allocates one
 dict per indicator). Copy an indicator before modifying its lists.
+
+Speed (``bench/bench_indicators.py``): the only container the build keeps
+per indicator is the indicator dict itself (a tag seen once is kept by
+reference until it is rendered, a duplicate becomes a small merge list,
+normalised values are memoised as plain strings, tag lists are shared by
+content), it creates no reference cycles, and what it allocates is filed
+directly in the collector's oldest generation (``_allocated_as_old``).
 """
 import contextlib
 import gc
@@ -72,6 +79,7 @@ import hashlib
 import ntpath
 import posixpath
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lib.errors import ConfigError, InputError
@@ -157,6 +165,27 @@ OTHER_COUNTS = ("tags_total", "not_indicator", "attribution", "duplicate", "refa
 def _host_and_scope(value: str) -> Tuple[str, bool]:
     host = normalise_host(value)
     return host, host_is_public(host)
+
+
+# The tag keys the build reads. A tag that is a plain dict with all of them is
+# read with one C call (and kept by reference in the merge buckets); any other
+# mapping is first copied into such a dict through its own ``get``.
+_TAG_KEYS = ("type", "value", "h_type", "safelisted", "classification", "sha256s")
+_tag_fields = itemgetter(*_TAG_KEYS)
+_merge_fields = itemgetter("h_type", "classification", "sha256s")
+
+
+def _tag_snapshot(tag: Mapping[str, Any]) -> Dict[str, Any]:
+    return {key: tag.get(key) for key in _TAG_KEYS}
+
+
+def _tag_shas(shas: Any) -> Any:
+    """A tag's ``sha256s`` as the build keeps them: nothing is (), a lone string a 1-tuple."""
+    if not shas:
+        return ()
+    if type(shas) is str:
+        return (shas,)
+    return shas
 
 
 class BuildResult:
@@ -428,26 +457,49 @@ def build_indicators(results: Mapping[str, Any], settings: Mapping[str, Any]) ->
     tags not a list ...) and ``ConfigError`` for unusable mapping settings.
     Bad individual values never raise: they are listed in ``rejected``.
     """
-    with _gc_paused():
+    with _allocated_as_old():
         return _build(results, settings)
 
 
 @contextlib.contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector while the build allocates.
+def _allocated_as_old():
+    """Pause the cyclic collector during the build; file what it allocated as old objects.
 
-    The build creates hundreds of thousands of small dicts and no reference
-    cycles; with the collector running, its repeated passes over them cost
-    half the build time. The previous state is restored on the way out.
+    The output is one dict per indicator, and each holds lists, so CPython
+    tracks every one of them; 150,000 of them make the collector run a full
+    collection of the whole heap (all of the caller's objects too) during the
+    build or, when it was merely paused, just after it. Those dicts cannot be
+    in a reference cycle (the build makes none, see the tests), so examining
+    them finds nothing. Here the young generations are first collected as the
+    collector would do soon anyway (so that only objects allocated during the
+    build are affected), the collector is paused, and afterwards
+    ``gc.freeze()`` + ``gc.unfreeze()`` move those objects into the oldest
+    generation (documented behaviour: unfreeze puts them "back into the oldest
+    generation") without examining them, and resets the young counts. Nothing
+    stays frozen or disabled and the thresholds are untouched; the objects are
+    examined by later full collections like any other long-lived object and
+    freed by reference counting when the result is dropped.
+
+    Left alone when the collector is disabled (the caller manages it) or the
+    process froze objects itself (``unfreeze`` would thaw them). Objects other
+    threads allocate meanwhile are filed as old too (at worst, a cycle among
+    them is collected by the next full collection instead of a young one).
     """
-    enabled = gc.isenabled()
-    if enabled:
-        gc.disable()
+    if not gc.isenabled() or not hasattr(gc, "freeze") or gc.get_freeze_count():
+        yield
+        return
+    gc.collect(1)
+    gc.disable()
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        try:
+            gc.freeze()
+        finally:
+            try:
+                gc.unfreeze()
+            finally:
+                gc.enable()
 
 
 def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResult:
@@ -476,75 +528,90 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
                   rejections: _Rejections):
     """One pass over the tags: filter, normalise, merge duplicates.
 
-    Returns ``merged`` ({TC type: {summary: [rank, classification, sha256s, extra]}})
-    and the attribution tags ([(rank, order, name, sha256s)]).
+    Returns ``merged`` ({TC type: {summary: entry}}) and the attribution tags
+    ([(rank, order, name, sha256s)]). An entry is the tag itself (a dict with
+    every ``_TAG_KEYS`` key) while its summary has been seen once, and
+    ``[rank, classification, sha256s, extra]`` once merged (and for files):
+    the common case allocates no container per tag.
     """
-    merged: Dict[str, Dict[str, list]] = {name: {} for name in TC_TYPES}
+    merged: Dict[str, Dict[str, Any]] = {name: {} for name in TC_TYPES}
     attributions = []
-    memos: Dict[str, Dict[str, Any]] = {name: {} for name in TAG_KINDS.values()}
-    kinds = TAG_KINDS
+    memos: Dict[str, Dict[str, Any]] = {}
+    routes = {}  # tag type -> (memo of raw value -> outcome, bucket, outcome function)
+    for type_name, kind in TAG_KINDS.items():
+        routes[type_name] = (memos.setdefault(kind, {}), merged[kind], _OUTCOMES[kind])
+    fields = _tag_fields
     rank_of = H_RANK
     min_rank = conf.min_rank
     drop_safelisted = conf.drop_safelisted
     drop_private = conf.drop_private
     safelisted = below = private = duplicate = refanged = not_indicator = rejected = 0
     for tag in tags:
-        if type(tag) is not dict and not isinstance(tag, Mapping):
-            rejections.add(tag, "<tag>", "malformed_tag", "tag is not an object")
-            rejected += 1
-            continue
-        tag_type = tag.get("type")
-        kind = kinds.get(tag_type)
-        if kind is None:
+        if type(tag) is not dict:
+            if not isinstance(tag, Mapping):
+                rejections.add(tag, "<tag>", "malformed_tag", "tag is not an object")
+                rejected += 1
+                continue
+            tag = _tag_snapshot(tag)
+        try:
+            tag_type, raw, h_type, is_safelisted, classification, shas = fields(tag)
+        except KeyError:  # a key is missing: read it as None, like dict.get
+            tag = _tag_snapshot(tag)
+            tag_type, raw, h_type, is_safelisted, classification, shas = fields(tag)
+        route = routes.get(tag_type)
+        if route is None:
             if tag_type in _ATTRIBUTION_ORDER:
                 attributions.append(tag)
             else:
                 not_indicator += 1
             continue
-        if drop_safelisted and tag.get("safelisted"):
+        if drop_safelisted and is_safelisted:
             safelisted += 1
             continue
-        rank = rank_of.get(tag.get("h_type"))
+        rank = rank_of.get(h_type)
         if rank is None:
-            rejections.add(tag.get("value"), tag_type, "unknown_h_type",
+            rejections.add(raw, tag_type, "unknown_h_type",
                            "h_type must be one of " + ", ".join(H_TYPES))
             rejected += 1
             continue
         if rank < min_rank:
             below += 1
             continue
-        raw = tag.get("value")
         if type(raw) is not str:
             rejections.add(raw, tag_type, "malformed_tag", "value is not a string")
             rejected += 1
             continue
-        memo = memos[kind]
+        memo, bucket, outcome_of = route
         outcome = memo.get(raw)
         if outcome is None:
-            outcome = memo[raw] = _normalise(kind, raw)
-        if type(outcome) is ValueRejected:
+            outcome = memo[raw] = outcome_of(raw)
+        if type(outcome) is str:  # public and not refanged: the summary alone
+            summary = outcome
+        elif type(outcome) is ValueRejected:
             rejections.add(raw, tag_type, outcome.reason, outcome.detail)
             rejected += 1
             continue
-        summary, public, was_refanged = outcome
-        if was_refanged:
-            refanged += 1
-        if drop_private and not public:
-            private += 1
-            continue
-        bucket = merged[kind]
+        else:
+            summary, public, was_refanged = outcome
+            if was_refanged:
+                refanged += 1
+            if drop_private and not public:
+                private += 1
+                continue
         entry = bucket.get(summary)
-        shas = tag.get("sha256s") or ()
-        if type(shas) is str:
-            shas = (shas,)
         if entry is None:
-            bucket[summary] = [rank, tag.get("classification"), shas, None]
+            bucket[summary] = tag  # read again by _render (and _apply_cap)
             continue
         duplicate += 1
+        if type(entry) is not list:  # the second sighting: start a merge entry
+            first_h_type, first_classification, first_shas = _merge_fields(entry)
+            entry = bucket[summary] = [rank_of[first_h_type], first_classification,
+                                       _tag_shas(first_shas), None]
         if rank > entry[0]:
             entry[0] = rank
-        if entry[1] is not _MIXED and tag.get("classification") != entry[1]:
+        if entry[1] is not _MIXED and classification != entry[1]:
             entry[1] = _MIXED
+        shas = _tag_shas(shas)
         if shas and shas != entry[2]:
             union = set(_hashable(entry[2]))
             union.update(_hashable(shas))
@@ -560,14 +627,6 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
     return merged, _collect_attributions(attributions, conf, counts, rejections)
 
 
-_NORMALISERS = {
-    "Address": normalise_ip,
-    "Host": _host_and_scope,
-    "URL": normalise_url,
-    "EmailAddress": normalise_email,
-}
-
-
 def _hashable(shas) -> List[str]:
     try:
         return [sha for sha in shas if type(sha) is str]
@@ -575,15 +634,28 @@ def _hashable(shas) -> List[str]:
         return []
 
 
-def _normalise(kind: str, raw: str):
-    """(summary, is_public, was_refanged) or the ValueRejected."""
-    value = raw.strip()
-    plain = refang_url(value) if kind == "URL" else refang(value)
-    try:
-        summary, public = _NORMALISERS[kind](plain)
-    except ValueRejected as rejected:
-        return rejected
-    return summary, public, plain != value
+def _outcome_function(normalise, unfang):
+    """raw value -> its memoised outcome: the summary (a str) when it is public and
+    was not defanged, else ``(summary, is_public, was_refanged)``, or the ValueRejected."""
+    def outcome(raw: str):
+        value = raw.strip()
+        plain = unfang(value)
+        try:
+            summary, public = normalise(plain)
+        except ValueRejected as rejected:  # kept in the memo: a fresh copy holds no
+            return ValueRejected(rejected.reason, rejected.detail)  # traceback (no cycle)
+        if public and plain == value:
+            return summary
+        return summary, public, plain != value
+    return outcome
+
+
+_OUTCOMES = {
+    "Address": _outcome_function(normalise_ip, refang),
+    "Host": _outcome_function(_host_and_scope, refang),
+    "URL": _outcome_function(normalise_url, refang_url),
+    "EmailAddress": _outcome_function(normalise_email, refang),
+}
 
 
 def _collect_attributions(tags, conf: MappingSettings, counts: Dict[str, int],
@@ -704,10 +776,14 @@ def _apply_cap(merged: Dict[str, Dict[str, list]], cap: int, counts: Dict[str, i
     total = sum(len(bucket) for bucket in merged.values())
     if total <= cap:
         return None
-    order = sorted((-entry[0], tc_type, summary)
+    order = sorted((-_entry_rank(entry), tc_type, summary)
                    for tc_type, bucket in merged.items() for summary, entry in bucket.items())
     counts["overflow"] = total - cap
     return {(tc_type, summary) for _, tc_type, summary in order[:cap]}
+
+
+def _entry_rank(entry) -> int:
+    return entry[0] if type(entry) is list else H_RANK[entry["h_type"]]
 
 
 def _fit(text: str, suffix: str) -> str:
@@ -734,7 +810,10 @@ class _Context:
             for sha in attribution[3]:
                 self.by_sha.setdefault(sha, []).append(attribution)
         self.all_attributions = attributions
-        self.files: Dict[Any, List[Dict[str, str]]] = {}
+        self.files: Dict[Any, List[Dict[str, str]]] = {}  # tuple(sha256s as given) -> tags
+        self.by_names: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+        self.by_attributed: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+        self.all_tags: Optional[List[Dict[str, str]]] = None
         self.base_tags = [{"name": conf.source_tag}] if conf.source_tag else []
         self.attributes = [{"type": ATTRIBUTE_TYPE, "value": self.indicator_description(),
                             "displayed": True}]
@@ -757,22 +836,23 @@ class _Context:
             added += 1
         return names
 
-    def for_files(self, shas) -> List[Dict[str, str]]:
-        """The tag list of an indicator found in these files (shared per file set).
+    def tag_list(self, names: Sequence[str]) -> List[Dict[str, str]]:
+        """The shared ``tag`` list with these names (one list per distinct content)."""
+        names = tuple(names)
+        found = self.by_names.get(names)
+        if found is None:
+            found = self.by_names[names] = [{"name": name} for name in names]
+        return found
 
-        Memoised in ``self.files`` under the sorted tuple and, for sequences,
-        under the tuple as given too (so ``_render`` finds it without sorting).
+    def for_files(self, shas) -> List[Dict[str, str]]:
+        """The tag list of an indicator found in these files (shared by content).
+
+        Memoised in ``self.files`` under the tuple as given (so ``_render``
+        finds it without sorting).
         """
         if not self.all_attributions:
             return self.base_tags
-        try:
-            key = tuple(sorted(shas))
-            found = self.files.get(key)
-        except TypeError:  # malformed sha256s: keep the strings
-            key = tuple(sorted(_hashable(shas)))
-            found = self.files.get(key)
-        if found is None:
-            found = self.files[key] = self._for_files(key)
+        found = self._for_files(shas)
         if type(shas) is not set:
             try:
                 self.files[tuple(shas)] = found
@@ -780,15 +860,24 @@ class _Context:
                 pass
         return found
 
-    def _for_files(self, key: Tuple[str, ...]) -> List[Dict[str, str]]:
-        shas = [s.lower() for s in key if isinstance(s, str)]
-        if shas:
+    def _for_files(self, shas) -> List[Dict[str, str]]:
+        try:
+            strings = [s.lower() for s in sorted(shas) if isinstance(s, str)]
+        except TypeError:  # malformed sha256s: keep the strings
+            strings = [s.lower() for s in _hashable(shas)]
+        if not strings:  # no file named: every attribution applies
+            if self.all_tags is None:
+                self.all_tags = self.tag_list(self.tag_names(self.all_attributions))
+            return self.all_tags
+        by_sha = self.by_sha
+        attributed = tuple(sorted({sha for sha in strings if sha in by_sha}))
+        found = self.by_attributed.get(attributed)
+        if found is None:
             candidates = list(self.everywhere)
-            for sha in shas:
-                candidates.extend(self.by_sha.get(sha, ()))
-        else:
-            candidates = self.all_attributions
-        return [{"name": name} for name in self.tag_names(candidates)]
+            for sha in attributed:
+                candidates.extend(by_sha[sha])
+            found = self.by_attributed[attributed] = self.tag_list(self.tag_names(candidates))
+        return found
 
     def indicator_description(self) -> str:
         """Short on purpose: it is serialised once per indicator."""
@@ -830,7 +919,7 @@ class _Context:
         return found
 
 
-def _render(merged: Dict[str, Dict[str, list]], kept, context: _Context,
+def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
             conf: MappingSettings, counts: Dict[str, int]) -> List[Dict[str, Any]]:
     """The indicator dicts, sorted by type then summary.
 
@@ -841,6 +930,8 @@ def _render(merged: Dict[str, Dict[str, list]], kept, context: _Context,
     indicators = []
     append = indicators.append
     ratings = conf.rating_by_rank
+    ratings_by_h_type = {name: ratings[rank] for name, rank in H_RANK.items()}
+    fields = _merge_fields
     groups = [{"groupXid": context.xid}]
     for_files = context.for_files
     tags_by_files = context.files  # the memo for_files fills, read inline here
@@ -855,8 +946,18 @@ def _render(merged: Dict[str, Dict[str, list]], kept, context: _Context,
         for summary in sorted(bucket):
             if kept is not None and (tc_type, summary) not in kept:
                 continue
-            rank, classification, shas, extra = bucket[summary]
-            rating, confidence = ratings[rank]
+            entry = bucket[summary]
+            if type(entry) is list:  # merged duplicates, files
+                rank, classification, shas, extra = entry
+                rating, confidence = ratings[rank]
+            else:  # the one tag that gave this summary
+                h_type, classification, shas = fields(entry)
+                rating, confidence = ratings_by_h_type[h_type]
+                extra = None
+                if not shas:
+                    shas = ()
+                elif type(shas) is str:
+                    shas = (shas,)
             if base_tags is not None:
                 tags = base_tags
             else:

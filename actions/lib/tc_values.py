@@ -314,12 +314,6 @@ def host_is_public(host: str) -> bool:
 
 # --------------------------------------------------------------------------- URLs
 
-def _has_space_or_control(value: str) -> bool:
-    if value.isprintable() and " " not in value:
-        return False
-    return True
-
-
 def split_url(value: str) -> Tuple[str, str, str]:
     """``(scheme, authority, rest)`` of an absolute ``scheme://authority/rest`` URL.
 
@@ -333,17 +327,21 @@ def split_url(value: str) -> Tuple[str, str, str]:
         raise ValueRejected("invalid_url", "no scheme://host")
     scheme = value[:index].lower()
     rest = value[index + 3:]
-    end = len(rest)
-    for char in "/?#":
-        found = rest.find(char, 0, end)
-        if found >= 0:
-            end = found
+    end = rest.find("/")  # then a ? or # before it (unrolled: this is per URL)
+    if end < 0:
+        end = len(rest)
+    found = rest.find("?", 0, end)
+    if found >= 0:
+        end = found
+    found = rest.find("#", 0, end)
+    if found >= 0:
+        end = found
     return scheme, rest[:end], rest[end:]
 
 
 def normalise_url(value: str) -> Tuple[str, bool]:
     """Return ``(url, host_is_public)``: scheme and host lower-case, host validated."""
-    if _has_space_or_control(value):
+    if " " in value or not value.isprintable():
         raise ValueRejected("invalid_url", "contains white space or control characters")
     scheme, netloc, tail = split_url(value)
     if scheme not in URL_SCHEMES:

@@ -34,7 +34,6 @@ import base64
 import gzip as gzip_module
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import re
@@ -242,8 +241,213 @@ _BODY_HEAD = b'{"group":['
 _BODY_MIDDLE = b'],"indicator":['
 _BODY_TAIL = b']}'
 _BODY_OVERHEAD = len(_BODY_HEAD) + len(_BODY_MIDDLE) + len(_BODY_TAIL)
-_encode_item = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
-                                allow_nan=False).encode
+_PLAIN = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_item = _PLAIN.encode  # the reference: every body is what this gives, item by item
+_encode_str = json.encoder.encode_basestring  # what it uses for str (no ASCII escaping)
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover (CPython has the C accelerator)
+    _c_make_encoder = None
+_SCALARS = {True: "true", False: "false"}
+_KIND_CODES = {str: "s", int: "i", bool: "b", list: "l", type(None): "n"}
+_MAX_SHAPE_KEYS = 64
+_MAX_SHAPES = 64  # per _ItemEncoder; items of further shapes take the plain path
+_UNSHARED_LIMIT = 200  # after this many items sharing no list (90 %), stop looking
+_MAX_FACTORIES = 256  # generated encoders kept per process (value kinds, not key names)
+_SHAPE_FACTORIES = {}  # type: Dict[str, Callable[..., Callable[..., Optional[str]]]]
+
+
+def _new_c_encoder() -> Any:
+    """The C encoder ``_PLAIN.encode`` builds on every call, built once (None without C)."""
+    if _c_make_encoder is None:
+        return None
+    return _c_make_encoder({}, _PLAIN.default, _encode_str, _PLAIN.indent, _PLAIN.key_separator,
+                           _PLAIN.item_separator, _PLAIN.sort_keys, _PLAIN.skipkeys,
+                           _PLAIN.allow_nan)
+
+
+def _shape_encoder(keys: Tuple[str, ...], kinds: str) -> Callable[..., Optional[str]]:
+    """``encode(item, texts)`` for dicts with exactly these keys, in order, and value kinds.
+
+    ``kinds`` has one letter per value (``_KIND_CODES``). ``encode`` checks
+    each value's exact type (None on a mismatch) and joins the keys' JSON
+    (constants made here) with each value's JSON: ``encode_basestring`` for
+    str, ``int.__repr__`` for int, ``true``/``false``, ``null``, and for a list
+    ``texts[id(value)]`` (KeyError for a list not in ``texts``). That is what
+    the C encoder writes for those types. The generated source depends only on
+    the letters: the keys reach it as arguments, never as code.
+    """
+    constants = []
+    pending = ""
+    for index, (key, kind) in enumerate(zip(keys, kinds)):
+        pending += ("{" if index == 0 else ",") + _encode_str(key) + ":"
+        if kind == "n":
+            pending += "null"
+        else:
+            constants.append(pending)
+            pending = ""
+    constants.append(pending + "}")
+    factory = _SHAPE_FACTORIES.get(kinds)
+    if factory is None:
+        factory = _shape_factory(kinds)
+        if len(_SHAPE_FACTORIES) < _MAX_FACTORIES:  # bounded in long-lived processes
+            _SHAPE_FACTORIES[kinds] = factory
+    return factory(_encode_str, int.__repr__, _SCALARS, *constants)
+
+
+def _shape_factory(kinds: str) -> Callable[..., Callable[..., Optional[str]]]:
+    names, checks, parts = [], [], []
+    constant = 0
+    for index, kind in enumerate(kinds):
+        name = "v{}".format(index)
+        names.append(name)
+        if kind == "n":
+            checks.append("{} is None".format(name))
+            continue
+        parts.append("C{}".format(constant))
+        constant += 1
+        if kind == "s":
+            checks.append("type({}) is str".format(name))
+            parts.append("E({})".format(name))
+        elif kind == "i":
+            checks.append("type({}) is int".format(name))
+            parts.append("R({})".format(name))
+        elif kind == "b":
+            checks.append("type({}) is bool".format(name))
+            parts.append("B[{}]".format(name))
+        elif kind == "l":
+            checks.append("type({}) is list".format(name))
+            parts.append("T[id({})]".format(name))
+        else:
+            raise ValueError("unknown value kind {!r}".format(kind))
+    parts.append("C{}".format(constant))
+    source = ("def factory(E, R, B, {constants}):\n"
+              "    def encode(item, T):\n"
+              "        {names}, = item.values()\n"
+              "        if {checks}:\n"
+              "            return ''.join(({parts},))\n"
+              "        return None\n"
+              "    return encode\n").format(
+                  constants=", ".join("C{}".format(i) for i in range(constant + 1)),
+                  names=", ".join(names), checks=" and ".join(checks), parts=", ".join(parts))
+    namespace = {}  # type: Dict[str, Any]
+    exec(compile(source, "<batch item shape {}>".format(kinds), "exec"), namespace)
+    return namespace["factory"]
+
+
+class _ItemEncoder:
+    """Compact JSON of one item at a time: exactly the text ``_encode_item`` gives.
+
+    Batch items from ``lib.indicators`` share their ``tag``, ``securityLabel``,
+    ``attribute`` and ``associatedGroups`` lists; the plain encoder writes them
+    out again for every item, which is most of its time. Here a plain dict
+    whose keys are str and whose values are str, int, bool, None or lists is
+    written by a function made for its shape (``_shape_encoder``: one per
+    distinct key tuple, the keys JSON-encoded once), each list that recurs
+    being encoded once and then taken from a memo keyed by the list's
+    identity. Any other item or value shape goes to the plain encoder whole
+    (its C part, built once instead of per call), and so does any failure:
+    the text, or the exception, is the plain encoder's. When most items share
+    no list (items parsed from JSON), it stops looking and encodes plainly.
+
+    The memo keeps every list it holds alive (no id is reused while it lives)
+    and is valid only while nothing but this encoder has run, since other
+    code could change a list already encoded: ``iter_jobs`` drops it
+    (``forget()``) after every item pulled from an iterator that is not a
+    plain list or tuple, after an item that is not a plain dict or was
+    rejected, and whenever it yields a job. Items are taken to be JSON data
+    (a mapping subclass inside a list whose methods change other lists while
+    being encoded is not supported).
+    """
+
+    __slots__ = ("_texts", "_alive", "_seen", "_shapes", "_c", "_sharing", "_items",
+                 "_unshared")
+
+    def __init__(self) -> None:
+        self._texts = {}  # type: Dict[int, str]  # id(list) -> its JSON text
+        self._alive = []  # type: List[list]  # the lists in _texts
+        self._seen = {}  # type: Dict[int, list]  # lists seen once, not encoded alone yet
+        self._shapes = {}  # type: Dict[Tuple[Any, ...], Optional[Callable[..., Optional[str]]]]
+        self._c = _new_c_encoder()
+        self._sharing = True  # False once most items turned out to share no list
+        self._items = 0  # items that took the shape path
+        self._unshared = 0  # of which had no list seen before
+
+    def forget(self) -> None:
+        if self._alive or self._seen:
+            self._texts = {}
+            self._alive = []
+            self._seen = {}
+
+    def __call__(self, item: Any) -> str:
+        if type(item) is dict and self._sharing:
+            keys = tuple(item)
+            shape = self._shapes.get(keys, False)
+            if shape is False:
+                shape = self._new_shape(keys, item)
+            if shape is not None:
+                self._items += 1
+                try:
+                    try:
+                        text = shape(item, self._texts)
+                    except KeyError:  # a list not in the memo yet
+                        text = shape(item, self._texts) if self._remember_lists(item) else None
+                except Exception:  # the plain path gives the same text or exception
+                    text = None
+                if text is not None:
+                    return text
+        return self.plain(item)
+
+    def plain(self, value: Any) -> str:
+        """``_encode_item(value)``, without its per-call set-up."""
+        encoder = self._c
+        if encoder is None or type(value) is str:
+            return _encode_item(value)
+        try:
+            return "".join(encoder(value, 0))
+        except BaseException:
+            self._c = _new_c_encoder()  # a failed call may leave circularity markers behind
+            raise
+
+    def _remember_lists(self, item: Dict[Any, Any]) -> bool:
+        """Put the item's lists seen before in the memo; True when all of them are in it.
+
+        A list seen for the first time is only noted: an item whose lists are
+        not shared costs one plain encoding, not one per list.
+        """
+        texts = self._texts
+        seen = self._seen
+        complete = True
+        shared = False
+        for value in item.values():
+            if type(value) is list:
+                if id(value) in texts:
+                    shared = True
+                elif seen.get(id(value)) is value:
+                    texts[id(value)] = self.plain(value)
+                    self._alive.append(value)
+                    shared = True
+                else:
+                    seen[id(value)] = value
+                    complete = False
+        if not shared:
+            self._unshared += 1
+            if self._unshared >= _UNSHARED_LIMIT and self._unshared * 10 > self._items * 9:
+                self.forget()
+                self._sharing = False  # lists are not shared here: plain from now on
+        return complete
+
+    def _new_shape(self, keys: Tuple[Any, ...], item: Dict[Any, Any]
+                   ) -> Optional[Callable[..., Optional[str]]]:
+        if len(self._shapes) >= _MAX_SHAPES:
+            return None
+        shape = None
+        kinds = "".join(_KIND_CODES.get(type(value), "?") for value in item.values())
+        if 0 < len(keys) <= _MAX_SHAPE_KEYS and "?" not in kinds \
+                and all(type(key) is str for key in keys):
+            shape = _shape_encoder(keys, kinds)
+        self._shapes[keys] = shape
+        return shape
 
 
 def iter_jobs(groups: Iterable[Any], indicators: Iterable[Any], max_items: int,
@@ -255,35 +459,55 @@ def iter_jobs(groups: Iterable[Any], indicators: Iterable[Any], max_items: int,
     once, as it is read; only the job being filled is held in memory. Items that
     cannot be sent (not a mapping, not JSON, larger than a whole job) are
     appended to ``rejected`` as ``{"reason", "source"}`` and skipped.
+
+    Bodies are byte for byte what the plain compact encoder gives
+    (``_ItemEncoder``: lists shared between items are encoded once per job
+    while the items come from plain lists or tuples).
     """
     parts = {"group": [], "indicator": []}  # type: Dict[str, List[bytes]]
     size, count = _BODY_OVERHEAD, 0
-    tagged = itertools.chain((("group", g) for g in groups),
-                             (("indicator", i) for i in indicators))
-    for kind, item in tagged:
-        data = _serialise(kind, item, max_bytes, rejected)
-        if data is None:
-            continue
-        if count and (count >= max_items or size + len(data) + 1 > max_bytes):
-            yield _job_from(parts)
-            parts = {"group": [], "indicator": []}
-            size, count = _BODY_OVERHEAD, 0
-        parts[kind].append(data)
-        size += len(data) + 1  # the comma; one too many per array keeps it conservative
-        count += 1
+    limit = max_bytes - _BODY_OVERHEAD  # larger items are rejected by _serialise
+    encode = _ItemEncoder()
+    for kind, source in (("group", groups), ("indicator", indicators)):
+        stable = type(source) in (list, tuple)  # iterating runs none of the caller's code
+        for item in source:
+            if not stable:
+                encode.forget()
+            data = None
+            if type(item) is dict:
+                try:
+                    data = encode(item).encode("utf-8")
+                except (TypeError, ValueError):
+                    pass
+                else:
+                    if len(data) > limit:
+                        data = None
+            if data is None:  # the careful path: rejects, or takes a mapping that is not a dict
+                data = _serialise(kind, item, max_bytes, rejected, encode)
+                encode.forget()  # a mapping's own methods may have run
+                if data is None:
+                    continue
+            if count and (count >= max_items or size + len(data) + 1 > max_bytes):
+                yield _job_from(parts)
+                encode.forget()  # the caller ran: lists may have changed
+                parts = {"group": [], "indicator": []}
+                size, count = _BODY_OVERHEAD, 0
+            parts[kind].append(data)
+            size += len(data) + 1  # the comma; one too many per array keeps it conservative
+            count += 1
     if count:
         yield _job_from(parts)
 
 
-def _serialise(kind: str, item: Any, max_bytes: int,
-               rejected: List[Dict[str, Any]]) -> Optional[bytes]:
+def _serialise(kind: str, item: Any, max_bytes: int, rejected: List[Dict[str, Any]],
+               encode: Callable[[Any], str] = _encode_item) -> Optional[bytes]:
     """Compact UTF-8 JSON of one item, or None (and a rejection) if unsendable."""
-    if not isinstance(item, Mapping):
+    if type(item) is not dict and not isinstance(item, Mapping):  # (typing's check is slow)
         rejected.append({"reason": "{} is not a mapping; not sent".format(kind),
                          "source": type(item).__name__})
         return None
     try:
-        data = _encode_item(item).encode("utf-8")
+        data = encode(item).encode("utf-8")
     except (TypeError, ValueError) as exc:
         rejected.append({"reason": "{} is not JSON serialisable ({}); not sent".format(
             kind, type(exc).__name__), "source": item_label(item)})
