@@ -1,4 +1,5 @@
 from lib.action import PackAction
+from lib.threatconnect import batch_overrides
 
 
 class TcBatchCreateAction(PackAction):
@@ -7,11 +8,10 @@ class TcBatchCreateAction(PackAction):
     def run_action(self, action="Create", owner=None, halt_on_error=None, attribute_write_type=None,
                    tag_write_type=None, security_label_write_type=None, file_merge_mode=None,
                    hash_collision_mode=None):
-        overrides = {key: value for key, value in (
-            ("owner", owner), ("haltOnError", halt_on_error), ("attributeWriteType", attribute_write_type),
-            ("tagWriteType", tag_write_type), ("securityLabelWriteType", security_label_write_type),
-            ("fileMergeMode", file_merge_mode), ("hashCollisionMode", hash_collision_mode),
-        ) if value is not None}
+        overrides = batch_overrides(
+            owner=owner, halt_on_error=halt_on_error, attribute_write_type=attribute_write_type,
+            tag_write_type=tag_write_type, security_label_write_type=security_label_write_type,
+            file_merge_mode=file_merge_mode, hash_collision_mode=hash_collision_mode)
         client = self.threatconnect()
         config = client.batch_config(action, overrides)
         return {"batch_id": client.create_batch(config), "config": config}

@@ -1,18 +1,20 @@
 from lib.action import PackAction
 from lib.batch_report import error_limit, submission_summary
 from lib.errors import ThreatConnectError
+from lib.threatconnect import batch_overrides
 
 
 class TcSubmitIndicatorsAction(PackAction):
     """Chunk, send, poll and summarise any number of indicators and groups."""
 
-    def run_action(self, indicators=None, groups=None, action="Create", halt_on_error=None,
-                   attribute_write_type=None, max_errors=None):
-        overrides = {}
-        if halt_on_error is not None:
-            overrides["haltOnError"] = halt_on_error
-        if attribute_write_type is not None:
-            overrides["attributeWriteType"] = attribute_write_type
+    def run_action(self, indicators=None, groups=None, action="Create", owner=None,
+                   halt_on_error=None, attribute_write_type=None, tag_write_type=None,
+                   security_label_write_type=None, file_merge_mode=None, hash_collision_mode=None,
+                   max_errors=None):
+        overrides = batch_overrides(
+            owner=owner, halt_on_error=halt_on_error, attribute_write_type=attribute_write_type,
+            tag_write_type=tag_write_type, security_label_write_type=security_label_write_type,
+            file_merge_mode=file_merge_mode, hash_collision_mode=hash_collision_mode)
         limit = error_limit(self.pack_config, max_errors)
         try:
             aggregate = self.threatconnect().submit(indicators or [], groups or [], action, overrides)

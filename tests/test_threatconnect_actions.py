@@ -105,6 +105,23 @@ class BatchStepsTest(TcActionCase):
 class SubmitIndicatorsTest(TcActionCase):
     action_cls = TcSubmitIndicatorsAction
 
+    def test_every_batch_config_override_reaches_the_job(self):
+        result = self.action().run(indicators=[host(90)], owner=OWNER, halt_on_error=True,
+                                   attribute_write_type="Replace", tag_write_type="Replace",
+                                   security_label_write_type="Replace", file_merge_mode="Distribute",
+                                   hash_collision_mode="Split")
+        config = [job for job in self.tc.jobs() if job["id"] == result["jobs"][0]["batch_id"]][0]["config"]
+        assert {k: config[k] for k in ("owner", "haltOnError", "attributeWriteType", "tagWriteType",
+                                       "securityLabelWriteType", "fileMergeMode", "hashCollisionMode")} == {
+            "owner": OWNER, "haltOnError": True, "attributeWriteType": "Replace", "tagWriteType": "Replace",
+            "securityLabelWriteType": "Replace", "fileMergeMode": "Distribute", "hashCollisionMode": "Split"}
+
+    def test_a_bad_override_is_refused_before_sending(self):
+        before = len(self.tc.jobs())
+        ok, result = self.action().run(indicators=[host(91)], file_merge_mode="Sometimes")
+        assert ok is False and result["error_type"] == "input" and "fileMergeMode" in result["error"]
+        assert len(self.tc.jobs()) == before
+
     def test_chunks_runs_and_summarises(self):
         group = {"type": "Report", "name": "AL submission s1", "xid": "al:s1", "fileName": "a.exe"}
         indicators = [dict(host(n), associatedGroups=[{"groupXid": "al:s1"}]) for n in range(10, 25)]
@@ -154,8 +171,8 @@ class SubmitIndicatorsTest(TcActionCase):
 
     def test_failure_midway_reports_what_was_accepted(self):
         second_job = max([job["id"] for job in self.tc.jobs()] + [1000]) + 2
-        # uploads are never replayed after a 5xx (they may have been accepted)
-        self.tc.fail_next(500, count=1, method="POST", path=r"^/api/v2/batch/{}$".format(second_job))
+        # an upload failing on every resend (the job stays Created) stops the submission
+        self.tc.fail_next(500, count=10, method="POST", path=r"^/api/v2/batch/{}$".format(second_job))
         ok, result = self.action(batch_max_items=2).run(indicators=[host(n) for n in range(60, 64)])
         assert ok is False and result["status"] == 500 and "upload batch {}".format(second_job) in result["error"]
         partial = result["partial"]

@@ -567,7 +567,7 @@ def test_submit_rejects_unsendable_items_locally(emu, rec):
 
 def test_submit_failure_carries_the_partial_result(emu, rec):
     client = client_for(emu, rec, batch_max_items=2)
-    emu.fail_next(500, method="POST", path=r"/v2/batch/1002$")
+    emu.fail_next(500, count=10, method="POST", path=r"/v2/batch/1002$")  # outlasts the resends
     with pytest.raises(ThreatConnectError) as caught:
         client.submit(hosts(5))
     partial = caught.value.partial_result
@@ -700,3 +700,36 @@ def test_error_file_gzip_without_header_is_inflated(emu, rec):
     raw = gzip.compress(json.dumps([{"errorReason": "r", "errorSource": "s"}]).encode())
     emu.fail_next(200, body=raw, content_type="application/octet-stream")
     assert client.errors(1) == [{"errorReason": "r", "errorSource": "s"}]
+
+
+def test_submit_resends_an_upload_that_never_arrived(emu, rec):
+    emu.configure(queued_polls=0, running_polls=0)
+    client = client_for(emu, rec, retries=2)
+    emu.fail_next(502, method="POST", path=r"/v2/batch/\d+$")  # before the server saw it
+    result = client.submit(list(hosts(3)))
+    assert result["totals"]["success"] == 3 and result["totals"]["error"] == 0
+    assert len(requests_to(emu, "POST", r"/v2/batch/\d+$")) == 2  # the status said Created
+    assert emu.counts(OWNER)["indicators"] == 3
+
+
+def test_submit_does_not_resend_an_upload_whose_answer_was_lost(emu, rec):
+    emu.configure(queued_polls=0, running_polls=0)
+    client = client_for(emu, rec, retries=2)
+    emu.fail_next(502, method="POST", path=r"/v2/batch/\d+$", after=True)  # accepted, answer lost
+    result = client.submit(list(hosts(3, start=100, attribute=[
+        {"type": "Description", "value": "once"}])), overrides={"attributeWriteType": "Append"})
+    assert result["totals"]["success"] == 3
+    assert len(requests_to(emu, "POST", r"/v2/batch/\d+$")) == 1  # status said Queued: not replayed
+    stored = emu.indicators(OWNER)["h100.bad.example"]
+    assert [a["value"] for a in stored["attributes"]] == ["once"]  # Append did not duplicate
+
+
+def test_submit_gives_up_when_uploads_keep_failing(emu, rec):
+    emu.configure(queued_polls=0, running_polls=0)
+    client = client_for(emu, rec, retries=2)
+    emu.fail_next(503, count=10, method="POST", path=r"/v2/batch/\d+$")
+    with pytest.raises(ThreatConnectError) as failed:
+        client.submit(list(hosts(2, start=200)))
+    assert failed.value.status == 503
+    assert len(requests_to(emu, "POST", r"/v2/batch/\d+$")) == 3  # first try + 2 resends
+    assert failed.value.partial_result["jobs"][0]["status"] == "Created"

@@ -108,6 +108,24 @@ def validate_batch_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     return checked
 
 
+# Action parameter -> BatchConfig field, for the actions' per-run overrides.
+BATCH_PARAMETERS = (("owner", "owner"), ("halt_on_error", "haltOnError"),
+                    ("attribute_write_type", "attributeWriteType"),
+                    ("tag_write_type", "tagWriteType"),
+                    ("security_label_write_type", "securityLabelWriteType"),
+                    ("file_merge_mode", "fileMergeMode"),
+                    ("hash_collision_mode", "hashCollisionMode"))
+
+
+def batch_overrides(**params: Any) -> Dict[str, Any]:
+    """BatchConfig overrides from action parameters; ``None`` means "the pack's default"."""
+    fields = dict(BATCH_PARAMETERS)
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise InputError("unknown batch parameter {}".format(unknown[0]))
+    return {fields[name]: value for name, value in params.items() if value is not None}
+
+
 # ----------------------------------------------------------------------- auth
 
 def hmac_string_to_sign(path_url: str, method: str, timestamp: Union[int, str]) -> str:
@@ -951,7 +969,7 @@ class ThreatConnectClient:
                  "success_count": 0, "error_count": 0, "unprocessed_count": 0}
         result["jobs"].append(entry)
         result["totals"]["items"] += job.items
-        self.upload(batch_id, job.body)
+        self._upload_once(batch_id, job.body)
         entry["status"] = "Queued"
         LOG.info("ThreatConnect batch %s: %d items uploaded (%d bytes)", batch_id, job.items,
                  len(job.body))
@@ -967,6 +985,35 @@ class ThreatConnectClient:
         if entry["error_count"] and config.get("haltOnError"):
             _stop(result, "halt_on_error", batch_id,
                   "batch {} halted at its first error".format(batch_id))
+
+    def _upload_once(self, batch_id: int, body: bytes) -> None:
+        """Upload a job's body exactly once, even when the answer is lost.
+
+        An upload is never replayed blindly (TC may have taken it, and a second
+        copy would duplicate ``Append`` attributes). After an ambiguous failure
+        (no answer, or a 5xx that is not TC's "batch api not available") the
+        job's status decides: still ``Created`` means the body never arrived and
+        it is sent again; any later state means it was accepted.
+        """
+        attempt = 0
+        while True:
+            try:
+                self.upload(batch_id, body)
+                return
+            except ThreatConnectError as error:
+                ambiguous = error.status is None or 500 <= error.status < 600
+                if not ambiguous or attempt >= self.retries:
+                    raise
+                attempt += 1
+                state = self.status(batch_id, include_additional=False).get("status")
+                if state != "Created":
+                    LOG.warning("ThreatConnect batch %s: upload answer lost (%s) but the job is %s: "
+                                "accepted, not sent again", batch_id, error.status, state)
+                    return
+                LOG.warning("ThreatConnect batch %s: upload failed (%s) and the job is still "
+                            "Created: sending it again (%d of %d)", batch_id, error.status,
+                            attempt, self.retries)
+                self._sleep(min(self.backoff_max, self.backoff_factor * (2 ** attempt)))
 
     def _collect_errors(self, batch_id: int, count: int, result: Aggregate) -> None:
         found = self.errors(batch_id, just_completed=True)

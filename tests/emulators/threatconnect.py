@@ -255,16 +255,19 @@ class ThreatConnectEmulator:
     def fail_next(self, status: int, count: int = 1, retry_after: Optional[str] = None,
                   method: Optional[str] = None, path: Optional[str] = None,
                   body: Any = None, content_type: str = "application/json",
-                  headers: Optional[Dict[str, str]] = None) -> None:
+                  headers: Optional[Dict[str, str]] = None, after: bool = False) -> None:
         """Answer the next ``count`` matching requests with ``status`` (before auth).
 
         ``path`` matches as a regular expression searched in the raw path.
-        ``body`` (str or bytes) defaults to the v2 failure JSON.
+        ``body`` (str or bytes) defaults to the v2 failure JSON. ``after=True``
+        processes a successful request first and then answers with the fault,
+        like a proxy losing the real response (the server did the work).
         """
         with self._lock:
             self._fail_queue.append({"status": status, "count": count, "retry_after": retry_after,
                                      "method": method, "path": path, "body": body,
-                                     "content_type": content_type, "headers": headers})
+                                     "content_type": content_type, "headers": headers,
+                                     "after": after})
 
     def clear_faults(self) -> None:
         """Forget every pending ``fail_next``."""
@@ -318,12 +321,15 @@ class ThreatConnectEmulator:
             response = (self._fault(method, raw_path)
                         or self._authenticate(method, raw_path, lower)
                         or self._route(method, raw_path, lower, body))
+            if response[0] < 400:
+                response = self._fault(method, raw_path, after=True) or response
             entry["status"] = response[0]
             return response
 
-    def _fault(self, method: str, raw_path: str) -> Optional[Response]:
+    def _fault(self, method: str, raw_path: str, after: bool = False) -> Optional[Response]:
         for fault in self._fail_queue:
-            if ((fault["method"] is None or fault["method"] == method)
+            if (fault["after"] == after
+                    and (fault["method"] is None or fault["method"] == method)
                     and (fault["path"] is None or re.search(fault["path"], raw_path))):
                 fault["count"] -= 1
                 if fault["count"] <= 0:
@@ -332,6 +338,8 @@ class ThreatConnectEmulator:
                     fault["status"], fault["retry_after"], fault["body"], fault["content_type"])
                 headers.update(fault["headers"] or {})
                 return status, headers, payload
+        if after:
+            return None
         knobs = self._knobs
         if knobs["rate_429"] and self._random.random() < knobs["rate_429"]:
             return self._fault_response(429, knobs["retry_after"], None, "application/json")
