@@ -1,4 +1,6 @@
-"""Shared test helpers: pack configs pointing at the emulators."""
+"""Shared test helpers: pack configs pointing at the emulators, a minimal TC transport."""
+import gzip
+import json
 from typing import Any, Dict, Optional, Sequence
 
 AL_USER = "st2"
@@ -31,3 +33,53 @@ def assert_no_secrets(*texts: Any) -> None:
     for text in texts:
         for secret in SECRETS:
             assert secret not in str(text), "a secret leaked"
+
+
+def batch_adapter(keep_bodies: bool = False) -> Any:
+    """A ``requests`` transport standing in for TC's batch calls; every job completes at once.
+
+    ``keep_bodies=True`` records each (un-gzipped) upload body in ``.bodies``;
+    otherwise it keeps only counts, so tracemalloc sees the client alone.
+    """
+    import requests
+    from requests.adapters import BaseAdapter
+
+    class BatchAdapter(BaseAdapter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_id, self.bodies, self.items = 1, [], {}  # type: int, list, dict
+
+        def send(self, request, **kwargs):
+            response = requests.Response()
+            response.request, response.url = request, request.url
+            response.headers["Content-Type"] = "application/json"
+            path = request.path_url.split("?")[0]
+            if path.endswith("/v2/batch"):
+                response.status_code = 201
+                body = {"status": "Success", "data": {"batchId": self.next_id}}
+                self.next_id += 1
+            elif request.method == "POST":
+                batch_id = int(path.rsplit("/", 1)[1])
+                if keep_bodies:
+                    data = request.body
+                    if request.headers.get("Content-Encoding") == "gzip":
+                        data = gzip.decompress(data)
+                    self.bodies.append(data)
+                    parsed = json.loads(data)
+                    self.items[batch_id] = len(parsed["group"]) + len(parsed["indicator"])
+                else:
+                    self.items[batch_id] = request.body.count(b'"summary":')
+                response.status_code, body = 202, {"status": "Queued"}
+            else:
+                batch_id = int(path.rsplit("/", 1)[1])
+                response.status_code = 200
+                body = {"status": "Success", "data": {"batchStatus": {
+                    "id": batch_id, "status": "Completed", "successCount": self.items[batch_id],
+                    "errorCount": 0, "unprocessCount": 0}}}
+            response._content = json.dumps(body).encode()
+            return response
+
+        def close(self):
+            pass
+
+    return BatchAdapter()

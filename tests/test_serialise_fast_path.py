@@ -8,7 +8,6 @@ fixtures, a larger generated submission, the same items re-parsed from JSON
 """
 import collections
 import copy
-import gzip
 import itertools
 import json
 import os
@@ -17,14 +16,12 @@ import sys
 from collections.abc import Mapping
 
 import pytest
-import requests
-from requests.adapters import BaseAdapter
 
 from lib import threatconnect
 from lib.config import load_config
 from lib.indicators import build_indicators
 from lib.threatconnect import ThreatConnectClient, _encode_item, _ItemEncoder, iter_jobs
-from tests.helpers import pack_config
+from tests.helpers import batch_adapter, pack_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "results")
 FIXTURE_NAMES = sorted(os.listdir(FIXTURES))
@@ -322,48 +319,11 @@ def test_serialising_does_not_change_the_items():
 
 # ---------------------------------------------------------------------- submit uses it
 
-class CapturingAdapter(BaseAdapter):
-    """A TC stand-in that records upload bodies and completes every job at once."""
-
-    def __init__(self):
-        super().__init__()
-        self.next_id, self.bodies, self.items = 1, [], {}
-
-    def send(self, request, **kwargs):
-        response = requests.Response()
-        response.request, response.url = request, request.url
-        response.headers["Content-Type"] = "application/json"
-        path = request.path_url.split("?")[0]
-        if path.endswith("/v2/batch"):
-            response.status_code = 201
-            body = {"status": "Success", "data": {"batchId": self.next_id}}
-            self.next_id += 1
-        elif request.method == "POST":
-            data = request.body
-            if request.headers.get("Content-Encoding") == "gzip":
-                data = gzip.decompress(data)
-            self.bodies.append(data)
-            parsed = json.loads(data)
-            self.items[int(path.rsplit("/", 1)[1])] = len(parsed["group"]) + len(parsed["indicator"])
-            response.status_code, body = 202, {"status": "Queued"}
-        else:
-            batch_id = int(path.rsplit("/", 1)[1])
-            response.status_code = 200
-            body = {"status": "Success", "data": {"batchStatus": {
-                "id": batch_id, "status": "Completed", "successCount": self.items[batch_id],
-                "errorCount": 0, "unprocessCount": 0}}}
-        response._content = json.dumps(body).encode()
-        return response
-
-    def close(self):
-        pass
-
-
 def test_submit_uploads_the_plain_encoders_bytes():
     config = load_config(pack_config(tc_url="https://tc.invalid/api", threatconnect={
         "batch_max_items": 7, "batch_max_bytes": 4000}))
     client = ThreatConnectClient(config["threatconnect"], sleep=lambda seconds: None)
-    adapter = CapturingAdapter()
+    adapter = batch_adapter(keep_bodies=True)
     client.session.mount("https://", adapter)
     result = build_indicators(generated(200, 6), settings())
     aggregate = client.submit(result.indicators, result.groups)

@@ -14,7 +14,6 @@ import tracemalloc
 import pytest
 import requests
 import urllib3
-from requests.adapters import BaseAdapter
 
 from lib.errors import ConfigError, InputError, ThreatConnectError
 from lib.threatconnect import (HmacAuth, ThreatConnectClient, TokenAuth, build_session,
@@ -22,6 +21,7 @@ from lib.threatconnect import (HmacAuth, ThreatConnectClient, TokenAuth, build_s
                                validate_batch_config)
 from tests.emulators.threatconnect import BATCH_DISABLED_TEXT, PERMISSION_DENIED_TEXT
 from tests.emulators.threatconnect import ThreatConnectEmulator
+from tests.helpers import batch_adapter
 
 ACCESS_ID = "ACCESSID-4f1c9e2a-LEAKCHECK"
 SECRET_KEY = "SECRETKEY-b7d35a60-LEAKCHECK"
@@ -603,43 +603,11 @@ def test_submit_100k_by_count_and_bytes_loses_and_duplicates_nothing(emu, rec):
     print("\n100k indicators submitted in {:.1f} s ({} jobs)".format(elapsed, len(jobs)))
 
 
-class CountingAdapter(BaseAdapter):
-    """A TC stand-in that keeps nothing but counts, so tracemalloc sees the client only."""
-
-    def __init__(self):
-        super().__init__()
-        self.next_id, self.items = 1, {}
-
-    def send(self, request, **kwargs):
-        response = requests.Response()
-        response.request, response.url = request, request.url
-        response.headers["Content-Type"] = "application/json"
-        path = request.path_url.split("?")[0]
-        if path.endswith("/v2/batch"):
-            response.status_code = 201
-            body = {"status": "Success", "data": {"batchId": self.next_id}}
-            self.next_id += 1
-        elif request.method == "POST":
-            self.items[int(path.rsplit("/", 1)[1])] = request.body.count(b'"summary":')
-            response.status_code, body = 202, {"status": "Queued"}
-        else:
-            batch_id = int(path.rsplit("/", 1)[1])
-            response.status_code = 200
-            body = {"status": "Success", "data": {"batchStatus": {
-                "id": batch_id, "status": "Completed", "successCount": self.items[batch_id],
-                "errorCount": 0, "unprocessCount": 0}}}
-        response._content = json.dumps(body).encode()
-        return response
-
-    def close(self):
-        pass
-
-
 def test_submit_memory_stays_flat(rec):
     def peak(count):
         client = ThreatConnectClient(settings_for("https://tc.invalid/api",
                                                   batch_max_bytes=100000), sleep=rec.sleep)
-        client.session.mount("https://", CountingAdapter())
+        client.session.mount("https://", batch_adapter())
         tracemalloc.start()
         try:
             result = client.submit(hosts(count, tag=[{"name": "Assemblyline"}]))
