@@ -41,9 +41,10 @@ class UnsafePathError(InputError):
 
     kind = "unsafe_path"
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, group: Optional[str] = None):
         self.path = path
         self.reason = reason
+        self.group = group or reason  # the reason without per-file details, for counting
         super().__init__("Refused {!r}: {}".format(path, reason))
 
 

@@ -119,8 +119,8 @@ def _check_descriptor(path: str, fd: int, policy: FilePolicy) -> int:
     if info.st_size == 0:
         raise UnsafePathError(path, "it is empty")
     if info.st_size > policy.max_file_size:
-        raise UnsafePathError(path, "it is {} bytes, over the {} byte limit (ingest.max_file_size)".format(
-            info.st_size, policy.max_file_size))
+        limit = "over the {} byte limit (ingest.max_file_size)".format(policy.max_file_size)
+        raise UnsafePathError(path, "it is {} bytes, {}".format(info.st_size, limit), group=limit)
     # clear O_NONBLOCK again: regular-file reads are unaffected but be explicit
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)

@@ -5,7 +5,6 @@ hash it, build the metadata (``file_path``, ``hostname``, ``sha256`` plus the
 caller's), ingest it with the pack's notification queue, and record it in the
 ledger so the sensor can reconcile it and a re-run can skip it.
 """
-import inspect
 import json
 import os
 import re
@@ -255,15 +254,6 @@ class DirectoryReport:
                 "files": self.files, "files_not_listed": self.unlisted, "limit_reached": self.limit_reached}
 
 
-OVERSIZE_RE = re.compile(r"^it is \d+ bytes, (over the \d+ byte limit.*)$")
-
-
-def _reason_group(reason: str) -> str:
-    """The key ``skipped_by_reason`` counts under: without per-file sizes, so it stays small."""
-    match = OVERSIZE_RE.match(reason)
-    return match.group(1) if match else reason
-
-
 def ingest_directory(ingester: FileIngester, directory: str, params: Mapping[str, Any],
                      metadata: Mapping[str, str], include: Sequence[str], exclude: Sequence[str],
                      concurrency: int, max_files: int, force: bool, dedupe_ttl: int,
@@ -293,7 +283,7 @@ def ingest_directory(ingester: FileIngester, directory: str, params: Mapping[str
                                         skip_if_seen=not force, dedupe_ttl=dedupe_ttl)
         except UnsafePathError as exc:
             return {"path": path, "status": "skipped", "reason": exc.reason,
-                    "reason_group": _reason_group(exc.reason)}
+                    "reason_group": exc.group}
         except PackError as exc:
             return {"path": path, "status": "failed", "reason": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one file must never fail the others
