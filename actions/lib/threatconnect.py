@@ -268,6 +268,9 @@ except ImportError:  # pragma: no cover (CPython has the C accelerator)
     _c_make_encoder = None
 _SCALARS = {True: "true", False: "false"}
 _KIND_CODES = {str: "s", int: "i", bool: "b", list: "l", type(None): "n"}
+# Value kind -> (type check, text) in a generated encoder; E, R, B and T are its arguments.
+_KIND_SOURCE = {"s": ("type({}) is str", "E({})"), "i": ("type({}) is int", "R({})"),
+                "b": ("type({}) is bool", "B[{}]"), "l": ("type({}) is list", "T[id({})]")}
 _MAX_SHAPE_KEYS = 64
 _MAX_SHAPES = 64  # per _ItemEncoder; items of further shapes take the plain path
 _UNSHARED_LIMIT = 200  # after this many items sharing no list (90 %), stop looking
@@ -322,22 +325,13 @@ def _shape_factory(kinds: str) -> Callable[..., Callable[..., Optional[str]]]:
         if kind == "n":
             checks.append("{} is None".format(name))
             continue
+        if kind not in _KIND_SOURCE:
+            raise ValueError("unknown value kind {!r}".format(kind))
+        check, part = _KIND_SOURCE[kind]
         parts.append("C{}".format(constant))
         constant += 1
-        if kind == "s":
-            checks.append("type({}) is str".format(name))
-            parts.append("E({})".format(name))
-        elif kind == "i":
-            checks.append("type({}) is int".format(name))
-            parts.append("R({})".format(name))
-        elif kind == "b":
-            checks.append("type({}) is bool".format(name))
-            parts.append("B[{}]".format(name))
-        elif kind == "l":
-            checks.append("type({}) is list".format(name))
-            parts.append("T[id({})]".format(name))
-        else:
-            raise ValueError("unknown value kind {!r}".format(kind))
+        checks.append(check.format(name))
+        parts.append(part.format(name))
     parts.append("C{}".format(constant))
     source = ("def factory(E, R, B, {constants}):\n"
               "    def encode(item, T):\n"
