@@ -82,6 +82,7 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from lib.al_results import verdict_for
 from lib.errors import ConfigError, InputError
 from lib.tc_values import (
     ValueRejected, clean_text, host_is_public, normalise_email, normalise_hash, normalise_host,
@@ -152,8 +153,7 @@ GROUP_REQUIRED_FIELDS = {
 }
 INCIDENT_STATUS = "New"
 
-# Submission score -> h_type, the thresholds Assemblyline uses for tags.
-SCORE_H_TYPES = ((1000, "malicious"), (300, "suspicious"), (0, "info"))
+# Verdict (al_results.verdict_for) -> h_type: the tag h_types have no "highly suspicious".
 VERDICT_H_TYPES = {"malicious": "malicious", "highly_suspicious": "suspicious",
                    "suspicious": "suspicious", "info": "info", "safe": "safe"}
 
@@ -359,10 +359,7 @@ def tc_datetime(value: Any) -> Optional[str]:
 def score_h_type(score: Any, verdict: Any = None) -> Optional[str]:
     """h_type of a submission or file: from its score, else from the verdict string."""
     if isinstance(score, (int, float)) and not isinstance(score, bool):
-        for threshold, name in SCORE_H_TYPES:
-            if score >= threshold:
-                return name
-        return "safe"
+        verdict = verdict_for(score)  # Assemblyline's thresholds, in one place
     if isinstance(verdict, str):
         return VERDICT_H_TYPES.get(verdict.strip().lower())
     return None
