@@ -425,6 +425,37 @@ class NotificationSensorTest(BaseSensorTestCase):
         sensor.poll()
         assert len(self.payloads(OVERDUE)) == 1
 
+    def test_a_submission_completing_after_its_overdue_report_still_fires_completed(self):
+        """Overdue is a warning, not an outcome: the late completion must not be dropped."""
+        self.emulator.set(analysis_delay=None)
+        ingest = self.ingest(b"late http://evil.com/late", "late.bin")
+        sensor = self.sensor()
+        sensor.poll()
+        self.clock.advance(7201 + 24 * 3600)  # stuck: reported overdue
+        sensor.poll()
+        [overdue] = self.payloads(OVERDUE)
+        assert overdue["ingest_id"] == ingest["ingest_id"] and overdue["state"] == "submitted"
+        self.emulator.complete(ingest["ingest_id"])  # it finishes; its message comes late
+        sensor.poll()
+        [completed] = self.payloads(COMPLETED)
+        assert completed["ingest_id"] == ingest["ingest_id"] and "reconciled" not in completed  # from the queue
+        assert sensor.stats["duplicates"] == 0
+        sensor.poll()
+        assert len(self.payloads(COMPLETED)) == 1 and len(self.payloads(OVERDUE)) == 1
+
+    def test_a_restart_after_an_overdue_report_does_not_report_it_again(self):
+        self.emulator.set(analysis_delay=None)
+        self.ingest(b"never http://evil.com/never", "never.bin")
+        sensor = self.sensor()
+        sensor.poll()
+        self.clock.advance(7201 + 24 * 3600)
+        sensor.poll()
+        assert len(self.payloads(OVERDUE)) == 1
+        restarted = self.sensor()
+        self.clock.advance(3600)
+        restarted.poll()
+        assert len(self.payloads(OVERDUE)) == 1 and IngestLedger(self.sensor_service).pending() == []
+
     # -- the ledger: dispatched ingests leave it --------------------------------------
     def test_dispatched_ingests_leave_the_ledger_so_it_does_not_grow(self):
         sensor = self.sensor()

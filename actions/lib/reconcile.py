@@ -15,6 +15,12 @@ For each record past its deadline, the reconciler:
   nothing is found, and waits while it is still running, until
   ``stuck_after`` seconds past the deadline, when it is reported overdue.
 
+Completed and failed are outcomes: the ingest_id is remembered so a late queue
+message for it is skipped as a duplicate. Overdue is a warning: the record
+leaves the ledger (it is reported once) but the ingest_id is not remembered,
+so when the submission finishes after all, its queue message still fires
+``submission_completed`` (or ``submission_failed``).
+
 A run searches at most ``max_per_run`` records: those never checked by this
 process first, oldest deadline first, then those that were still running,
 least recently checked first, so neither already-dispatched records nor
@@ -92,7 +98,8 @@ class Reconciler:
         else:
             (trigger, payload), outcome = overdue_payload(record, now, found), "overdue"
         dispatch(trigger, payload)
-        self.inbox.remember(ingest_id)
+        if outcome != "overdue":  # overdue is a warning: a late queue message still fires
+            self.inbox.remember(ingest_id)
         self._checked.pop(ingest_id, None)
         self.ledger.resolve(ingest_id)
         return outcome
