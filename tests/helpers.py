@@ -83,3 +83,11 @@ def batch_adapter(keep_bodies: bool = False) -> Any:
             pass
 
     return BatchAdapter()
+
+
+def quarantine_dir(tmp_path, sample: bytes):
+    """A drop directory (the ingest actions' allowed root) holding ``dropper.exe``."""
+    root = tmp_path / "quarantine"
+    root.mkdir()
+    (root / "dropper.exe").write_bytes(sample)
+    return root

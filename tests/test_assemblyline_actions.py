@@ -17,7 +17,7 @@ from lib.assemblyline import AssemblylineService
 from lib.config import load_config
 from lib.errors import AssemblylineError
 from lib.ledger import PENDING_PREFIX, IngestLedger
-from tests.helpers import AL_APIKEY, AL_USER, assert_no_secrets, pack_config
+from tests.helpers import AL_APIKEY, AL_USER, assert_no_secrets, pack_config, quarantine_dir
 
 SAMPLE = (b"MZ\x90\x00 dropper\nGET http://evil-c2.top/gate.php?id=1 HTTP/1.1\n"
           b"Host: evil-c2.top\nbeacon 203.0.113.66 and 10.1.2.3\nmail ops@bad-actor.ru\n"
@@ -34,10 +34,7 @@ def fresh(emulator):
 
 @pytest.fixture
 def drop(tmp_path):
-    root = tmp_path / "quarantine"
-    root.mkdir()
-    (root / "dropper.exe").write_bytes(SAMPLE)
-    return root
+    return quarantine_dir(tmp_path, SAMPLE)
 
 
 def settings(emulator, **al):

@@ -18,7 +18,7 @@ from st2tests.base import BaseActionTestCase
 from ingest_directory import IngestDirectoryAction
 from ingest_file import IngestFileAction
 from tests.emulators.al_multipart import parse_multipart
-from tests.helpers import AL_USER, pack_config
+from tests.helpers import AL_USER, pack_config, quarantine_dir
 
 SAMPLE = b"MZ\x90\x00 dropper\nGET http://evil-c2.top/gate.php HTTP/1.1\nbeacon 203.0.113.66\n"
 INGEST_PATH = "/api/v4/ingest/"
@@ -65,10 +65,7 @@ def wire(emulator, monkeypatch):
 
 @pytest.fixture
 def drop(tmp_path):
-    root = tmp_path / "quarantine"
-    root.mkdir()
-    (root / "dropper.exe").write_bytes(SAMPLE)
-    return root
+    return quarantine_dir(tmp_path, SAMPLE)
 
 
 def device_node(directory):

@@ -545,10 +545,16 @@ class NotificationSensorTest(BaseSensorTestCase):
         messages = self.emulator.queue(AL_USER, QUEUE)
         self.lose_queued_messages()
         inbox = Inbox(self.sensor_service, clock=self.clock)  # what a previous process left
+
+        def stored(message):
+            page = inbox.page([message])
+            inbox.persist(page)
+            return page
+
         for message in messages[:120]:
-            inbox.done(inbox.store([message]), [message["ingest_id"]])
+            inbox.done(stored(message), [message["ingest_id"]])
         for message in messages[120:] + [messages[3], messages[119]]:  # replays of dispatched ids too
-            inbox.store([message])
+            stored(message)
         assert len(self.sensor_service.list_values(local=True, prefix="page.")) == 100  # one API page
         self.sensor().poll()
         assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid{:06d}".format(n) for n in range(120, 250)]

@@ -80,12 +80,6 @@ class Inbox:
         self.datastore.set_value(page.key, json.dumps({"messages": page.messages}, separators=(",", ":")),
                                  local=True)
 
-    def store(self, messages: List[Any]) -> Page:
-        """``page`` + ``persist`` in one call."""
-        page = self.page(messages)
-        self.persist(page)
-        return page
-
     def done(self, page: Page, ingest_ids: List[str]) -> None:
         """Replace the page by the ids it dispatched; they keep later replays from firing twice."""
         self.datastore.set_value(page.key, json.dumps({"done": ingest_ids}, separators=(",", ":")),
