@@ -530,6 +530,9 @@ def test_description_without_al_url_names_the_submission():
     ("TLP:A", {"TLP:A": "Org Internal"}, "Org Internal"),
     ("TLP:C", {"TLP:A": "Org Internal"}, None),
     ("RESTRICTED//REL TO CA", None, None),
+    ("TLP:A//REL TO ORG", None, "TLP:AMBER"),  # dissemination controls: the level decides
+    ("tlp:amber // rel", None, "TLP:AMBER"),
+    ("TLP:A//REL", {"TLP:A//REL": "Partners"}, "Partners"),  # an exact entry wins
 ])
 def test_classification_to_security_label(classification, labels, expected):
     conf = settings(classification_labels=labels) if labels is not None else settings()
@@ -1036,3 +1039,51 @@ def test_normalise_hash(kind, value, expected):
             tc_values.normalise_hash(kind, value)
     else:
         assert tc_values.normalise_hash(kind, value) == expected
+
+
+# -- review fixes: unhashable fields, cut tags ---------------------------------------
+
+@pytest.mark.parametrize("field, value", [("type", ["network.static.domain"]), ("h_type", {"x": 1}),
+                                          ("type", None)])
+def test_unhashable_or_missing_tag_fields_are_rejected_not_raised(field, value):
+    bad = tag("network.static.domain", "bad.example.com")
+    bad[field] = value
+    result = build([bad, tag("network.static.domain", "good.example.com")])
+    assert [i["summary"] for i in result.indicators] == ["good.example.com"]
+    [rejected] = result.rejected
+    assert rejected["value"] == "bad.example.com"
+    assert rejected["reason"] == ("malformed_tag" if field == "type" else "unknown_h_type")
+    assert result.counts["rejected"] == 1
+
+
+def test_unhashable_h_type_on_an_attribution_tag_is_rejected():
+    bad = tag("attribution.family", "EMOTET")
+    bad["h_type"] = ["malicious"]
+    result = build([bad, tag("network.static.domain", "good.example.com")])
+    assert result.rejected[0]["reason"] == "unknown_h_type"
+    assert [t["name"] for t in result.indicators[0]["tag"]] == ["Assemblyline"]
+
+
+def test_tags_cut_by_get_submission_results_are_named_in_a_warning():
+    result = build([tag("network.static.domain", "evil.example.com")],
+                   truncated={"files": 0, "tags": 250, "metadata": 0})
+    assert any("250 tags were cut" in w and "max_tags" in w for w in result.warnings)
+    assert not any("were cut" in w for w in build([tag("network.static.domain", "e.example.com")]).warnings)
+
+
+def test_shape_results_keeps_indicator_tags_when_max_tags_cuts():
+    from lib.al_results import shape_results
+    behaviours = {"file.behavior": [["behaviour {:04d}".format(i), "info", False, "TLP:C"]
+                                    for i in range(1000)]}
+    summary = {"classification": "TLP:C", "map": {}, "tags": {
+        "behavior": behaviours,
+        "attribution": {"attribution.family": [["EMOTET", "malicious", False, "TLP:C"]]},
+        "ioc": {"network.static.domain": [["evil.com", "malicious", False, "TLP:C"]]}}}
+    full = {"sid": SID, "state": "completed", "max_score": 2000, "files": [],
+            "times": {"submitted": "2026-11-22T10:00:00.000000Z"}}
+    shaped = shape_results(summary, full, "https://al.example.org/submission/" + SID, max_tags=1000)
+    assert [t["value"] for t in shaped["tags"][:2]] == ["evil.com", "EMOTET"]
+    assert shaped["truncated"]["tags"] == 2 and len(shaped["tags"]) == 1000
+    result = build_indicators(dict(results(), **shaped), settings())
+    assert [i["summary"] for i in result.indicators if i["type"] == "Host"] == ["evil.com"]
+    assert any("2 tags were cut" in w for w in result.warnings)

@@ -47,7 +47,7 @@ def fetch_results(service: Any, sid: Any, max_tags: int = 1000, max_files: int =
 def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str,
                   max_tags: int = 1000, max_files: int = 100) -> Dict[str, Any]:
     files = list(_files(full))
-    tags = sorted(_tags(summary), key=lambda t: (t["group"], t["type"], t["value"]))
+    tags = sorted(_tags(summary), key=_tag_order)
     times = full.get("times") or {}
     score = full.get("max_score")
     metadata, metadata_dropped = _metadata(full.get("metadata") or {})
@@ -68,6 +68,14 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
         "truncated": {"files": max(0, len(files) - max_files), "tags": max(0, len(tags) - max_tags),
                       "metadata": metadata_dropped},
     }
+
+
+# Summary groups kept first when ``max_tags`` cuts the list: indicators, then attribution.
+_GROUP_PRIORITY = {"ioc": 0, "attribution": 1}
+
+
+def _tag_order(tag: Mapping[str, Any]) -> Tuple[int, str, str, str]:
+    return (_GROUP_PRIORITY.get(tag["group"], 2), tag["group"], tag["type"], tag["value"])
 
 
 def _tags(summary: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:

@@ -50,7 +50,8 @@ Enrichment of every indicator:
   merged occurrences disagree or have none) through
   ``mapping.classification_labels`` (``DEFAULT_CLASSIFICATION_LABELS`` when not
   configured; a configured table replaces it; a classification mapped to ""
-  gets no label on purpose). Unmapped classifications get no label, are
+  gets no label on purpose; ``LEVEL//CONTROLS`` without an entry of its own
+  maps by ``LEVEL``). Unmapped classifications get no label, are
   counted in ``unmapped_classification`` and named in ``warnings``.
 * ``attribute``: one ``Description`` (a default attribute type of every
   ThreatConnect indicator and group type) naming the analysed file and linking
@@ -272,7 +273,11 @@ class MappingSettings:
         """The label name, ``""`` when mapped to no label on purpose, None when unmapped."""
         if not isinstance(classification, str):
             return None
-        return self.labels.get(classification.strip().upper())
+        key = classification.strip().upper()
+        label = self.labels.get(key)
+        if label is None and "//" in key:  # "TLP:AMBER//REL TO X": the level before the controls
+            label = self.labels.get(key.split("//", 1)[0].strip())
+        return label
 
 
 def _mapping_or_empty(settings: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -404,6 +409,9 @@ class _Submission:
             and al_url.isprintable() and " " not in al_url else None
         self.state = results.get("state")
         self.partial = bool(results.get("partial"))
+        truncated = results.get("truncated")
+        cut = truncated.get("tags") if isinstance(truncated, Mapping) else None
+        self.tags_cut = cut if type(cut) is int and cut > 0 else 0
         self.submitted = next((f for f in self.files if not f.get("extracted")), None)
         self.file_name = self._file_name()
 
@@ -510,6 +518,9 @@ def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResu
         warnings.append("submission state is {!r}, not 'completed'".format(sub.state))
     if sub.partial:
         warnings.append("submission results are partial; re-run when complete")
+    if sub.tags_cut:
+        warnings.append("{} tags were cut by get_submission_results (max_tags; indicator tags are "
+                        "kept first): raise max_tags to map them".format(sub.tags_cut))
 
     merged, attributions = _collect_tags(sub.tags, conf, counts, rejections)
     _collect_files(sub, conf, merged, counts, rejections)
@@ -555,6 +566,10 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
         except KeyError:  # a key is missing: read it as None, like dict.get
             tag = _tag_snapshot(tag)
             tag_type, raw, h_type, is_safelisted, classification, shas = fields(tag)
+        if type(tag_type) is not str:
+            rejections.add(raw, tag_type, "malformed_tag", "type is not a string")
+            rejected += 1
+            continue
         route = routes.get(tag_type)
         if route is None:
             if tag_type in _ATTRIBUTION_ORDER:
@@ -565,7 +580,7 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
         if drop_safelisted and is_safelisted:
             safelisted += 1
             continue
-        rank = rank_of.get(h_type)
+        rank = rank_of.get(h_type) if type(h_type) is str else None
         if rank is None:
             rejections.add(raw, tag_type, "unknown_h_type",
                            "h_type must be one of " + ", ".join(H_TYPES))
@@ -664,7 +679,8 @@ def _collect_attributions(tags, conf: MappingSettings, counts: Dict[str, int],
         if conf.drop_safelisted and tag.get("safelisted"):
             counts["safelisted"] += 1
             continue
-        rank = H_RANK.get(tag.get("h_type"))
+        h_type = tag.get("h_type")
+        rank = H_RANK.get(h_type) if type(h_type) is str else None
         if rank is None:
             rejections.add(tag.get("value"), tag.get("type"), "unknown_h_type",
                            "h_type must be one of " + ", ".join(H_TYPES))
