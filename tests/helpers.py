@@ -1,6 +1,7 @@
 """Shared test helpers: pack configs pointing at the emulators, a minimal TC transport."""
 import gzip
 import json
+from collections.abc import Mapping
 from typing import Any, Dict, Optional, Sequence
 
 AL_USER = "st2"
@@ -91,3 +92,19 @@ def quarantine_dir(tmp_path, sample: bytes):
     root.mkdir()
     (root / "dropper.exe").write_bytes(sample)
     return root
+
+
+class MappingView(Mapping):
+    """A read-only mapping that is not a dict (what code must accept besides plain dicts)."""
+
+    def __init__(self, data):
+        self._data = data
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)

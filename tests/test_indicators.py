@@ -899,20 +899,8 @@ def test_tag_lists_are_shared_by_content():
 
 def test_tags_that_are_not_plain_dicts_read_like_dicts():
     from collections import OrderedDict
-    from collections.abc import Mapping
 
-    class View(Mapping):
-        def __init__(self, data):
-            self.data = data
-
-        def __getitem__(self, key):
-            return self.data[key]
-
-        def __iter__(self):
-            return iter(self.data)
-
-        def __len__(self):
-            return len(self.data)
+    from tests.helpers import MappingView as View
 
     plain = [tag("network.static.domain", "a.example.com"), tag("network.static.ip", "8.8.4.4"),
              tag("attribution.family", "EMOTET"),

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import sys
-from collections.abc import Mapping
 
 import pytest
 
@@ -21,7 +20,7 @@ from lib import threatconnect
 from lib.config import load_config
 from lib.indicators import build_indicators
 from lib.threatconnect import ThreatConnectClient, _encode_item, _ItemEncoder, iter_jobs
-from tests.helpers import batch_adapter, pack_config
+from tests.helpers import MappingView as View, batch_adapter, pack_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "results")
 FIXTURE_NAMES = sorted(os.listdir(FIXTURES))
@@ -161,18 +160,6 @@ class Sub(dict):
     pass
 
 
-class View(Mapping):
-    def __init__(self, data):
-        self._data = data
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self):
-        return len(self._data)
 
 
 class Text(str):
