@@ -9,12 +9,18 @@ from typing import Optional, Sequence
 
 
 class PackError(Exception):
-    """Base class of every error the pack raises on purpose."""
+    """Base class of every error the pack raises on purpose.
+
+    ``transient`` says whether the same call may succeed later unchanged
+    (an unreachable server, a 5xx or 429, an analysis still running): the
+    workflows retry exactly those and fail at once on everything else.
+    """
 
     kind = "error"
+    transient = False
 
     def to_result(self) -> dict:
-        return {"error": str(self), "error_type": self.kind}
+        return {"error": str(self), "error_type": self.kind, "transient": self.transient}
 
 
 class ConfigError(PackError):
@@ -48,11 +54,18 @@ class UnsafePathError(InputError):
         super().__init__("Refused {!r}: {}".format(path, reason))
 
 
+TRANSIENT_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
 class RemoteError(PackError):
     """A remote service answered with an error or could not be reached."""
 
     kind = "remote"
     service = "remote service"
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return self.status is None or self.status in TRANSIENT_HTTP_STATUSES
 
     def __init__(self, message: str, status: Optional[int] = None):
         self.status = status
@@ -76,3 +89,10 @@ class AssemblylineError(RemoteError):
 class ThreatConnectError(RemoteError):
     kind = "threatconnect"
     service = "ThreatConnect"
+
+
+class AnalysisNotReady(PackError):
+    """An Assemblyline submission is not completed yet: asking again later may succeed."""
+
+    kind = "not_ready"
+    transient = True

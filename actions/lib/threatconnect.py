@@ -955,18 +955,34 @@ class ThreatConnectClient:
             raise
         return result
 
-    def _run_job(self, config: Mapping[str, Any], job: BatchJob, result: Aggregate) -> None:
-        """Create, upload, poll and collect errors of one job into ``result``."""
+    def start_job(self, config: Mapping[str, Any], job: BatchJob,
+                  created: Optional[Callable[[int], None]] = None) -> int:
+        """Create a job and upload its body once (see ``_upload_once``); return its batch id.
+
+        ``created(batch_id)`` is called between the two calls, so a caller can
+        report a job whose upload then fails.
+        """
         batch_id = self.create_batch(config)
-        entry = {"batch_id": batch_id, "status": "Created", "items": job.items,
-                 "groups": job.groups, "indicators": job.indicators,
-                 "success_count": 0, "error_count": 0, "unprocessed_count": 0}
-        result["jobs"].append(entry)
-        result["totals"]["items"] += job.items
+        if created is not None:
+            created(batch_id)
         self._upload_once(batch_id, job.body)
-        entry["status"] = "Queued"
         LOG.info("ThreatConnect batch %s: %d items uploaded (%d bytes)", batch_id, job.items,
                  len(job.body))
+        return batch_id
+
+    def _run_job(self, config: Mapping[str, Any], job: BatchJob, result: Aggregate) -> None:
+        """Create, upload, poll and collect errors of one job into ``result``."""
+        entry = {"batch_id": None, "status": "Created", "items": job.items,
+                 "groups": job.groups, "indicators": job.indicators,
+                 "success_count": 0, "error_count": 0, "unprocessed_count": 0}
+
+        def created(batch_id: int) -> None:
+            entry["batch_id"] = batch_id
+            result["jobs"].append(entry)
+            result["totals"]["items"] += job.items
+
+        batch_id = self.start_job(config, job, created)
+        entry["status"] = "Queued"
         status, finished = self.wait(batch_id)
         _apply_status(entry, status, result["totals"])
         if not finished:
@@ -1010,16 +1026,27 @@ class ThreatConnectClient:
                 self._sleep(min(self.backoff_max, self.backoff_factor * (2 ** attempt)))
 
     def _collect_errors(self, batch_id: int, count: int, result: Aggregate) -> None:
-        found = self.errors(batch_id, just_completed=True)
-        for raw in found:
-            reason, source = _error_fields(raw)
-            result["errors"].append({"reason": reason, "source": source, "batch_id": batch_id})
-            if any(fatal in reason.lower() for fatal in FATAL_REASONS):
-                _stop(result, "fatal_error", batch_id, reason[:MAX_MESSAGE_CHARS])
-        if not found:
-            result["errors"].append({
-                "reason": "ThreatConnect counted {} errors but returned no error file".format(
-                    count), "source": None, "batch_id": batch_id})
+        for error in self.job_errors(batch_id, count):
+            result["errors"].append(error)
+            if is_fatal(error["reason"]):
+                _stop(result, "fatal_error", batch_id, error["reason"][:MAX_MESSAGE_CHARS])
+
+    def job_errors(self, batch_id: int, count: int) -> List[Dict[str, Any]]:
+        """A completed job's errors as ``{"reason", "source", "batch_id"}``.
+
+        A job that counted errors but has no error file gets one entry saying so.
+        """
+        found = [dict(zip(("reason", "source"), _error_fields(raw)), batch_id=batch_id)
+                 for raw in self.errors(batch_id, just_completed=True)]
+        if not found and count:
+            found.append({"reason": "ThreatConnect counted {} errors but returned no error file".format(
+                count), "source": None, "batch_id": batch_id})
+        return found
+
+
+def is_fatal(reason: str) -> bool:
+    """Whether an error reason is one of TC's whole-job failures (nothing more was processed)."""
+    return any(fatal in reason.lower() for fatal in FATAL_REASONS)
 
 
 # ------------------------------------------------------------ small helpers
