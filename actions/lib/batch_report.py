@@ -33,3 +33,30 @@ def submission_summary(aggregate: Mapping[str, Any], limit: int) -> Dict[str, An
     summary = {key: aggregate[key] for key in ("owner", "action", "jobs", "totals", "unfinished", "stopped")}
     summary.update(first_errors(aggregate["errors"], limit))
     return summary
+
+
+TOTALS = ("success_count", "error_count", "unprocessed_count")
+
+
+def jobs_report(client: Any, batch_ids: List[int], limit: int) -> Dict[str, Any]:
+    """One status poll of every job; their errors once all of them are Completed.
+
+    The workflows call this on an interval (``retry``) instead of holding a
+    runner while TC works. Errors are fetched only when every job is done, so
+    each poll costs one request per job and the error files are read once.
+    """
+    jobs = []
+    for batch_id in batch_ids:
+        status = client.status(batch_id)
+        jobs.append(job_status(batch_id, status, status.get("status") == "Completed"))
+    totals = {name: sum(job.get(name, 0) for job in jobs) for name in TOTALS}
+    unfinished = [job["batch_id"] for job in jobs if not job["completed"]]
+    errors: List[Dict[str, Any]] = []
+    if not unfinished:
+        for job in jobs:
+            if job.get("error_count") or job.get("error_indicator_count") or job.get("error_group_count"):
+                errors.extend(client.job_errors(job["batch_id"], job.get("error_count", 0)))
+    report = {"completed": not unfinished, "jobs": jobs, "totals": totals, "unfinished": unfinished,
+              "error_count": totals["error_count"]}
+    report.update(first_errors(errors, limit))
+    return report

@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
@@ -226,11 +227,17 @@ class FileIngester:
 
 
 class DirectoryReport:
-    """Counts for a whole run plus a bounded list of per-file outcomes."""
+    """Counts for a whole run plus a bounded list of per-file outcomes.
 
-    def __init__(self, directory: str, max_listed: int):
+    ``ingests`` lists every file ingested (id, sha256, path), whatever
+    ``max_listed`` says: the bulk workflow waits on exactly those.
+    """
+
+    def __init__(self, directory: Optional[str], max_listed: int):
         self.directory = directory
         self.max_listed = max_listed
+        self.ingested_at = time.time()
+        self.ingests: List[Dict[str, Any]] = []
         self.counts = {"ingested": 0, "skipped": 0, "failed": 0}
         self.skipped_by_reason: Dict[str, int] = {}
         self.files: List[Dict[str, Any]] = []
@@ -240,6 +247,8 @@ class DirectoryReport:
     def add(self, outcome: Dict[str, Any]) -> None:
         status = outcome["status"]
         self.counts[status] += 1
+        if status == "ingested":
+            self.ingests.append({key: outcome[key] for key in ("ingest_id", "sha256", "path")})
         if status == "skipped":
             reason = outcome.get("reason_group") or outcome["reason"]
             self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
@@ -251,29 +260,15 @@ class DirectoryReport:
     def to_dict(self) -> Dict[str, Any]:
         return {"directory": self.directory, "counts": dict(self.counts, seen=sum(self.counts.values())),
                 "skipped_by_reason": dict(sorted(self.skipped_by_reason.items())),
-                "files": self.files, "files_not_listed": self.unlisted, "limit_reached": self.limit_reached}
+                "files": self.files, "files_not_listed": self.unlisted, "limit_reached": self.limit_reached,
+                "ingests": self.ingests, "ingested_at": self.ingested_at}
 
 
-def ingest_directory(ingester: FileIngester, directory: str, params: Mapping[str, Any],
-                     metadata: Mapping[str, str], include: Sequence[str], exclude: Sequence[str],
-                     concurrency: int, max_files: int, force: bool, dedupe_ttl: int,
-                     threshold: Optional[int] = None, submission_profile: Optional[str] = None,
-                     max_listed: int = 100) -> Dict[str, Any]:
-    """Ingest every candidate under ``directory``; one file's failure never stops the others.
-
-    At most ``concurrency`` files are read and uploaded at the same time.
-    """
-    report = DirectoryReport(directory, max_listed)
-    entries = walk_directory(directory, ingester.policy, include or ("*",), exclude or ())
-    candidates: List[str] = []
-    for entry in entries:
-        if entry.skip_reason:
-            report.add({"path": entry.path, "status": "skipped", "reason": entry.skip_reason})
-        elif len(candidates) >= max_files:
-            report.limit_reached = True
-            break
-        else:
-            candidates.append(entry.path)
+def ingest_candidates(ingester: FileIngester, report: DirectoryReport, candidates: Sequence[str],
+                      params: Mapping[str, Any], metadata: Mapping[str, str], concurrency: int,
+                      force: bool, dedupe_ttl: int, threshold: Optional[int] = None,
+                      submission_profile: Optional[str] = None) -> None:
+    """Ingest ``candidates`` into ``report``, at most ``concurrency`` files read and uploaded at once."""
     if candidates:
         ingester.service.client  # log in once before the workers share the client
 
@@ -292,7 +287,6 @@ def ingest_directory(ingester: FileIngester, directory: str, params: Mapping[str
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for outcome in pool.map(one, candidates):
             report.add(outcome)
-    return report.to_dict()
 
 
 # -- the actions' entry points ------------------------------------------------------
@@ -334,30 +328,73 @@ def walk_policy(base: FilePolicy, max_file_size: Any = None, include_hidden: Any
         follow_symlinks=base.follow_symlinks if follow is None else follow)
 
 
+class BulkRun(NamedTuple):
+    """A bulk run's validated options and the ingester they configure."""
+    ingester: FileIngester
+    request: SubmissionRequest
+    delivery: Delivery
+    force: bool
+    dedupe_ttl: int
+    concurrency: int
+    max_listed: int
+
+    def ingest(self, report: DirectoryReport, candidates: Sequence[str]) -> Dict[str, Any]:
+        ingest_candidates(self.ingester, report, candidates, self.request.params, self.request.metadata,
+                          self.concurrency, self.force, self.dedupe_ttl, self.delivery.threshold,
+                          self.delivery.submission_profile)
+        return dict(report.to_dict(), completion_deadline=self.ingester.deadline_seconds)
+
+
+def bulk_run(config: Mapping[str, Any], service: AssemblylineService, datastore: Any, force: Any = False,
+             dedupe_days: Any = 30, concurrency: Any = None, max_listed: Any = 100,
+             max_file_size: Any = None, include_hidden: Any = None, follow_symlinks: Any = None,
+             metadata: Any = None, notification_threshold: Any = None, submission_profile: Any = None,
+             **submission: Any) -> BulkRun:
+    """Validate every option shared by ``ingest_directory`` and ``ingest_files``."""
+    dedupe_days = _integer("dedupe_days", 30 if dedupe_days is None else dedupe_days, 1, 365)
+    concurrency = _integer("concurrency", concurrency, 1, MAX_CONCURRENCY) or int(config["ingest"]["concurrency"])
+    request = submission_request(metadata, **submission)
+    delivery = delivery_options(None, notification_threshold, submission_profile)
+    ingester = FileIngester.from_config(config, service, datastore)
+    ingester.policy = walk_policy(ingester.policy, max_file_size, include_hidden, follow_symlinks)
+    return BulkRun(ingester, request, delivery, bool(_boolean("force", force)), dedupe_days * SECONDS_PER_DAY,
+                   concurrency, _integer("max_listed", 100 if max_listed is None else max_listed, 0, 10000))
+
+
 def ingest_tree(config: Mapping[str, Any], service: AssemblylineService, datastore: Any,
-                directory: Any = None, include: Any = None, exclude: Any = None, force: Any = False,
-                dedupe_days: Any = 30, max_files: Any = None, concurrency: Any = None, max_listed: Any = 100,
-                max_file_size: Any = None, include_hidden: Any = None, follow_symlinks: Any = None,
-                metadata: Any = None, notification_threshold: Any = None, submission_profile: Any = None,
-                **submission: Any) -> Dict[str, Any]:
-    """``ingest_directory``: validate every parameter, then walk and ingest (``ingest_directory``)."""
+                directory: Any = None, include: Any = None, exclude: Any = None, max_files: Any = None,
+                **options: Any) -> Dict[str, Any]:
+    """``ingest_directory``: validate every parameter, then walk and ingest."""
     ingest_config = config["ingest"]
     directory = _text_param("directory", directory) or ingest_config.get("drop_directory")
     if not directory:
         raise InputError("no directory given and ingest.drop_directory is not configured")
     include = _names("include", include) or ["*"]
     exclude = _names("exclude", exclude) or []
-    force = bool(_boolean("force", force))
-    dedupe_days = _integer("dedupe_days", 30 if dedupe_days is None else dedupe_days, 1, 365)
     max_files = _integer("max_files", max_files, 1) or int(ingest_config["max_files_per_run"])
-    concurrency = _integer("concurrency", concurrency, 1, MAX_CONCURRENCY) or int(ingest_config["concurrency"])
-    max_listed = _integer("max_listed", 100 if max_listed is None else max_listed, 0, 10000)
-    request = submission_request(metadata, **submission)
-    delivery = delivery_options(None, notification_threshold, submission_profile)
-    ingester = FileIngester.from_config(config, service, datastore)
-    ingester.policy = walk_policy(ingester.policy, max_file_size, include_hidden, follow_symlinks)
-    return ingest_directory(
-        ingester, directory, request.params, request.metadata, include, exclude,
-        concurrency=concurrency, max_files=max_files, force=force,
-        dedupe_ttl=dedupe_days * SECONDS_PER_DAY, threshold=delivery.threshold,
-        submission_profile=delivery.submission_profile, max_listed=max_listed)
+    run = bulk_run(config, service, datastore, **options)
+    report = DirectoryReport(directory, run.max_listed)
+    candidates: List[str] = []
+    for entry in walk_directory(directory, run.ingester.policy, include, exclude):
+        if entry.skip_reason:
+            report.add({"path": entry.path, "status": "skipped", "reason": entry.skip_reason})
+        elif len(candidates) >= max_files:
+            report.limit_reached = True
+            break
+        else:
+            candidates.append(entry.path)
+    return run.ingest(report, candidates)
+
+
+def ingest_files(config: Mapping[str, Any], service: AssemblylineService, datastore: Any, paths: Any = None,
+                 **options: Any) -> Dict[str, Any]:
+    """``ingest_files``: validate every parameter, then ingest the listed files."""
+    paths = _names("paths", paths)
+    if not paths:
+        raise InputError("paths must be a non-empty list of absolute file paths")
+    limit = int(config["ingest"]["max_files_per_run"])
+    if len(paths) > limit:
+        raise InputError("paths: {} given, at most ingest.max_files_per_run ({}) per run".format(
+            len(paths), limit))
+    run = bulk_run(config, service, datastore, **options)
+    return run.ingest(DirectoryReport(None, run.max_listed), list(dict.fromkeys(paths)))
