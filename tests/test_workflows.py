@@ -60,3 +60,24 @@ def test_harness_rejects_undeclared_parameters(tmp_path):
     run = WorkflowHarness(VALID_CONFIG).run_file(str(wf))
     assert run.status == "failed"
     assert run.task("a").result == {"error": "unexpected parameter 'verbose'"}
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_no_expression_spans_lines(path):
+    """orquesta only sees ``<% %>`` on one line: a folded YAML scalar that keeps a newline
+    turns a retry condition into a plain, always-true string (a retry loop that never ends)."""
+    import yaml
+    with open(path, encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle)
+    assert [s for s in _strings(spec) if "<%" in s and "\n" in s] == []

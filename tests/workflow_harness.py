@@ -9,6 +9,7 @@ conducted recursively. A handful of ``core.*`` actions are emulated.
 orquesta 1.2.0 imports on Python 3.8 only: import this module through
 ``pytest.importorskip("orquesta")`` first.
 """
+import functools
 import importlib
 import inspect
 import os
@@ -76,8 +77,11 @@ def inspect_workflow(path: str) -> Dict[str, Any]:
 class WorkflowHarness:
     def __init__(self, config: Mapping[str, Any], pack_dir: str = PACK_DIR,
                  action_service: Optional[MockActionService] = None,
-                 overrides: Optional[Mapping[str, Callable[..., Any]]] = None):
+                 overrides: Optional[Mapping[str, Callable[..., Any]]] = None,
+                 sleep: Optional[Callable[[int], None]] = None):
         self.config = config
+        self.sleep = sleep or (lambda seconds: None)
+        self.delays: List[Tuple[str, int]] = []  # (task id, seconds) of every delay asked for
         self.pack_dir = pack_dir
         self.pack_ref = _pack_ref(pack_dir)
         self.action_service = action_service
@@ -120,6 +124,9 @@ class WorkflowHarness:
 
     def _conduct_task(self, conductor, task, runs, item_results) -> None:
         task_id, route = task["id"], task["route"]
+        if task.get("delay"):  # a task delay or a retry delay: st2 waits before scheduling
+            self.delays.append((task_id, task["delay"]))
+            self.sleep(task["delay"])
         if "items_count" not in task:
             action = task["actions"][0]
             conductor.update_task_state(task_id, route, events.ActionExecutionEvent(statuses.RUNNING))
@@ -150,21 +157,26 @@ class WorkflowHarness:
         if ref in self.overrides:
             status, result = _wrap_python_result(lambda: self.overrides[ref](**params))
         elif ref.startswith(self.pack_ref + "."):
-            status, result = self._execute_pack_action(ref, params)
+            status, result = self._execute_pack_action(ref, params, runs)
         else:
             status, result = _core_action(ref, params)
         runs.append(TaskRun(task_id, ref, params, status, result))
         return status, result
 
-    def _execute_pack_action(self, ref: str, params: Dict[str, Any]) -> Tuple[str, Any]:
+    def _execute_pack_action(self, ref: str, params: Dict[str, Any],
+                             runs: List[TaskRun]) -> Tuple[str, Any]:
         meta = self._action_meta(ref)
         problems = _parameter_problems(meta, params)
         if problems:  # st2 refuses to schedule such an execution
             return statuses.FAILED, {"error": "; ".join(problems)}
         params = _with_defaults(meta, params)
         if meta["runner_type"] == "orquesta":
-            child = self.run(ref, params)
-            return child.status, {"output": child.output, "errors": child.errors}
+            child = WorkflowHarness(self.config, self.pack_dir, self.action_service, self.overrides,
+                                    self.sleep)
+            child.delays = self.delays
+            run = child.run(ref, params)
+            runs.extend(run.tasks)
+            return run.status, {"output": run.output, "errors": run.errors}
         action = self._action_instance(meta)
         run_params = {k: v for k, v in params.items() if k not in PYTHON_RUNNER_PARAMETERS}
         return _wrap_python_result(lambda: action.run(**run_params))
@@ -182,14 +194,22 @@ class WorkflowHarness:
 
     def _action_meta(self, ref: str) -> Dict[str, Any]:
         name = ref.split(".", 1)[1]
-        for file_name in sorted(os.listdir(os.path.join(self.pack_dir, "actions"))):
-            if not file_name.endswith((".yaml", ".yml")):
-                continue
-            with open(os.path.join(self.pack_dir, "actions", file_name), encoding="utf-8") as handle:
+        metas = _action_metas(self.pack_dir)
+        if name not in metas:
+            raise AssertionError("no action {} in {}".format(ref, self.pack_dir))
+        return metas[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _action_metas(pack_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Every action's metadata by name (read once per pack directory)."""
+    metas = {}
+    for file_name in sorted(os.listdir(os.path.join(pack_dir, "actions"))):
+        if file_name.endswith((".yaml", ".yml")):
+            with open(os.path.join(pack_dir, "actions", file_name), encoding="utf-8") as handle:
                 meta = yaml.safe_load(handle)
-            if meta.get("name") == name:
-                return meta
-        raise AssertionError("no action {} in {}".format(ref, self.pack_dir))
+            metas[meta.get("name")] = meta
+    return metas
 
 
 def _pack_ref(pack_dir: str) -> str:
@@ -211,8 +231,7 @@ def _parameter_problems(meta: Mapping[str, Any], params: Mapping[str, Any]) -> L
     runner = PYTHON_RUNNER_PARAMETERS if meta["runner_type"] == "python-script" else set()
     problems = ["unexpected parameter {!r}".format(k) for k in params if k not in declared and k not in runner]
     schema = to_json_schema({"type": "object", "properties": declared})
-    given = {k: v for k, v in params.items() if v is not None or k in (schema.get("required") or [])}
-    for error in jsonschema.Draft4Validator(schema).iter_errors(given):
+    for error in jsonschema.Draft4Validator(schema).iter_errors(dict(params)):
         problems.append("parameter {}: {}".format(".".join(map(str, error.path)) or "", error.message))
     return problems
 

@@ -95,6 +95,9 @@ KNOB_DEFAULTS = {
     "batch_disabled": False,    # create answers the plain-text 503
     "batch_permission_denied": False,  # create answers the plain-text 401
     "fatal_jobs": False,        # jobs end with TC's fatal reason, every item unprocessed
+    # TC's indicator exclusion lists: these summaries fail in a job as one item
+    # error each (the reason's wording is the emulator's own; TC's is unverified)
+    "excluded_indicators": (),
     # limits
     "max_upload_bytes": 2000000,
     "upload_limit_basis": "uncompressed",  # or "wire" (the bytes as received)
@@ -598,6 +601,7 @@ class ThreatConnectEmulator:
                 job.counts["unprocessed"] += 1
                 continue
             try:
+                self._check_excluded(kind, item)
                 self._apply(store, job.config, kind, item)
             except ItemError as exc:
                 self._record_error(job, kind, str(exc), item)
@@ -611,6 +615,11 @@ class ThreatConnectEmulator:
                     _associate(store, link)
                 except ItemError as exc:
                     self._record_error(job, "Association", str(exc), link)
+
+    def _check_excluded(self, kind: str, item: Any) -> None:
+        excluded = self._knobs["excluded_indicators"]
+        if kind == "Indicator" and excluded and isinstance(item, dict) and item.get("summary") in excluded:
+            raise ItemError("Indicator {} is on an indicator exclusion list".format(item["summary"]))
 
     @staticmethod
     def _apply(store: OwnerStore, config: Mapping[str, Any], kind: str, item: Any) -> None:
