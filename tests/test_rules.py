@@ -22,7 +22,19 @@ def pack_ref():
     return meta.get("ref") or meta["name"]
 
 
+# Actions of other packs the rules call: their parameters as those packs declare them
+# (chatops pack v1.1.0 actions/post_message.yaml).
+EXTERNAL_ACTIONS = {
+    "chatops.post_message": {"name": "post_message", "parameters": {
+        "channel": {"type": "string", "required": True}, "message": {"type": "string", "required": True},
+        "user": {"type": "string"}, "whisper": {"type": "boolean"}, "route": {"type": "string"},
+        "extra": {"type": "object"}}},
+}
+
+
 def action_meta(ref):
+    if ref in EXTERNAL_ACTIONS:
+        return EXTERNAL_ACTIONS[ref]
     pack, _, name = ref.partition(".")
     assert pack == pack_ref(), "{} is not an action of this pack".format(ref)
     for path in glob.glob(os.path.join(PACK_DIR, "actions", "*.yaml")):
@@ -37,7 +49,14 @@ def is_template(value):
 
 
 def test_there_are_rules():
-    assert [os.path.basename(p) for p in RULE_FILES] == ["ingest_drop_directory.yaml"]
+    assert [os.path.basename(p) for p in RULE_FILES] == [
+        "ingest_drop_directory.yaml", "submission_completed_to_threatconnect.yaml",
+        "submission_failed_report.yaml", "submission_overdue_report.yaml"]
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=os.path.basename)
+def test_every_rule_ships_disabled(path):
+    assert load("rules", os.path.basename(path))["enabled"] is False
 
 
 def test_ingest_drop_directory_ships_disabled_on_an_interval_timer():
@@ -92,3 +111,56 @@ def test_the_check_names_what_a_stale_rule_gets_wrong():
     assert action_problems(rule) == ["no action named ingest_everything in actions/"]
     rule["action"] = {"ref": pack_ref() + ".ingest_file", "parameters": {}}
     assert action_problems(rule) == ["required parameter 'path' of ingest_file is not passed"]
+
+
+def completed_payload(score, **metadata):
+    return {"ingest_id": "5bJ1Fq8n3xWkYtR0aZc2Lm", "sid": "5bJ1Fq8n3xWkYtR0aZc2Lm", "score": score,
+            "files": [{"name": "dropper.exe", "sha256": "a" * 64, "size": 10}], "cached": False,
+            "metadata": dict({"file_path": "/var/quarantine/dropper.exe", "ingest_id": "5bJ1Fq8n3xWkYtR0aZc2Lm"},
+                             **metadata)}
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (completed_payload(300), True),          # at the threshold
+    (completed_payload(2000), True),
+    (completed_payload(299), False),         # below it
+    (completed_payload(0), False),
+    (completed_payload(700, origin="ingest_to_threatconnect"), False),  # the bulk workflow sends those
+    (completed_payload(700, origin="edr"), True),
+])
+def test_submission_completed_rule_criteria(payload, expected):
+    from tests.rule_criteria import criteria_match
+    rule = load("rules", "submission_completed_to_threatconnect.yaml")
+    assert rule["trigger"]["type"] == pack_ref() + ".submission_completed"
+    assert criteria_match(rule, payload) is expected
+
+
+def test_submission_completed_rule_passes_the_trigger_to_the_workflow():
+    import jinja2
+    rule = load("rules", "submission_completed_to_threatconnect.yaml")
+    payload = completed_payload(700)
+    rendered = {name: jinja2.Template(value).render(trigger=payload)
+                for name, value in rule["action"]["parameters"].items()}
+    assert rule["action"]["ref"] == pack_ref() + ".submission_to_threatconnect"
+    assert rendered["sid"] == payload["sid"] and rendered["ingest_id"] == payload["ingest_id"]
+    assert int(rendered["score"]) == 700  # st2 casts the rendered string to the parameter's type
+    assert action_meta(rule["action"]["ref"])["runner_type"] == "orquesta"
+
+
+@pytest.mark.parametrize("name, trigger, payload, expected", [
+    ("submission_failed_report.yaml", "submission_failed",
+     {"ingest_id": "i1", "sid": "i1", "failure": "File too large (1 > 0)", "files": [], "metadata": {},
+      "file_path": "/q/big.bin"},
+     "Assemblyline did not analyse /q/big.bin: File too large (1 > 0) (ingest i1, submission i1)"),
+    ("submission_overdue_report.yaml", "submission_overdue",
+     {"ingest_id": "i2", "sha256": None, "file_path": None, "queue": "q", "ingested_at": 1.0,
+      "deadline": 2.0, "checked_at": 3.0, "sid": None, "state": None},
+     "No Assemblyline result for i2 (ingest i2, state not found): check the submission in Assemblyline, "
+     "then re-ingest if it was dropped."),
+])
+def test_report_rules_post_a_readable_message(name, trigger, payload, expected):
+    import jinja2
+    rule = load("rules", name)
+    assert rule["trigger"]["type"] == "{}.{}".format(pack_ref(), trigger)
+    assert rule["action"]["ref"] == "chatops.post_message" and "criteria" not in rule
+    assert jinja2.Template(rule["action"]["parameters"]["message"]).render(trigger=payload) == expected

@@ -1,0 +1,35 @@
+"""Evaluate a rule's criteria on a trigger payload the way st2's rules engine does (test helper).
+
+st2 (``st2reactor/rules/filter.py``) looks each ``trigger.<path>`` up in the
+payload (a missing key gives ``None``), renders string patterns as Jinja, and
+ANDs ``get_operator(type)(value, pattern)`` over the criteria; ``key#1``
+repeats a key. The operators are st2's own (``st2common.operators``; the
+stand-in only when st2 is not installed).
+"""
+from typing import Any, Mapping
+
+import jinja2
+
+from st2common.operators import get_operator
+
+
+def lookup(payload: Mapping[str, Any], key: str) -> Any:
+    path = key.split("#", 1)[0].split(".")
+    if path[0] != "trigger":
+        raise ValueError("criteria keys start with trigger.: {}".format(key))
+    value: Any = payload
+    for part in path[1:]:
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def criteria_match(rule: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+    for key, criterion in (rule.get("criteria") or {}).items():
+        pattern = criterion.get("pattern")
+        if isinstance(pattern, str) and "{{" in pattern:
+            pattern = jinja2.Template(pattern).render(trigger=payload)
+        if not get_operator(criterion["type"])(lookup(payload, key), pattern):
+            return False
+    return True
