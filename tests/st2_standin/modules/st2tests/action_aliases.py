@@ -14,8 +14,8 @@ class ActionAliasDB:
         self.action_ref = meta["action_ref"]
         self.formats = meta.get("formats") or []
 
-    @property
-    def format_strings(self) -> List[str]:
+    def get_format_strings(self) -> List[str]:
+        """Real ActionAliasDB's name: every representation, plus plain-string formats."""
         strings = []
         for item in self.formats:
             if isinstance(item, str):

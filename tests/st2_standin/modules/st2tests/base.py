@@ -92,7 +92,7 @@ class BaseActionAliasTestCase(BasePackResourceTestCase):
         self.action_alias_db = load_alias(self._get_base_pack_path(), self.action_alias_name)
 
     def assertExtractedParametersMatch(self, format_string, command, parameters):
-        formats = self.action_alias_db.format_strings
+        formats = self.action_alias_db.get_format_strings()
         if format_string not in formats:
             raise ValueError('Format string "{}" is not available on the alias "{}"'.format(
                 format_string, self.action_alias_db.name))
