@@ -63,6 +63,14 @@ def ingest(raw_config, path):
     return action.run(path=str(path))["ingest_id"]
 
 
+def analysed_sample(raw_config, emulator, drop, number):
+    """Drop sample ``number``, ingest it and let the emulator finish its analysis; returns its ingest_id."""
+    (drop / "a.txt").write_bytes(sample(number))
+    ingest_id = ingest(raw_config, drop / "a.txt")
+    emulator.complete_all()
+    return ingest_id
+
+
 def trigger_fields(emulator, ingest_id):
     record = emulator.submission(ingest_id)
     return {"sid": record["sid"], "ingest_id": ingest_id, "score": record["max_score"],
@@ -83,9 +91,7 @@ def largest_document(run):
 
 def test_completed_submission_reaches_threatconnect_with_a_summary(emulator, tc, drop):
     raw = config(emulator, tc, drop)
-    (drop / "a.txt").write_bytes(sample(1))
-    ingest_id = ingest(raw, drop / "a.txt")
-    emulator.complete_all()
+    ingest_id = analysed_sample(raw, emulator, drop, 1)
     run = harness(raw, emulator).run(PACK + ".submission_to_threatconnect", trigger_fields(emulator, ingest_id))
     assert run.status == "succeeded", (run.errors, run.output)
     out = run.output
@@ -108,9 +114,7 @@ def out_group_xid(run):
 
 def test_rerun_of_the_same_submission_adds_nothing(emulator, tc, drop):
     raw = config(emulator, tc, drop)
-    (drop / "a.txt").write_bytes(sample(2))
-    ingest_id = ingest(raw, drop / "a.txt")
-    emulator.complete_all()
+    ingest_id = analysed_sample(raw, emulator, drop, 2)
     fields = trigger_fields(emulator, ingest_id)
     first = harness(raw, emulator).run(PACK + ".submission_to_threatconnect", fields)
     before = (tc.counts(TC_OWNER), sorted(owner_indicators(tc)), sorted(tc.groups(TC_OWNER)))
@@ -122,9 +126,7 @@ def test_rerun_of_the_same_submission_adds_nothing(emulator, tc, drop):
 
 def test_threatconnect_partial_failure_is_reported_per_indicator(emulator, tc, drop):
     raw = config(emulator, tc, drop)
-    (drop / "a.txt").write_bytes(sample(3))
-    ingest_id = ingest(raw, drop / "a.txt")
-    emulator.complete_all()
+    ingest_id = analysed_sample(raw, emulator, drop, 3)
     tc.configure(excluded_indicators=("malware-3.ru",))
     run = harness(raw, emulator).run(PACK + ".submission_to_threatconnect", trigger_fields(emulator, ingest_id))
     assert run.status == "succeeded", run.errors  # the job completed: what TC refused is reported
@@ -173,9 +175,7 @@ def test_analysis_still_running_is_retried_until_it_completes(emulator, tc, drop
 
 def test_threatconnect_5xx_then_success_through_retry(emulator, tc, drop):
     raw = config(emulator, tc, drop)
-    (drop / "a.txt").write_bytes(sample(5))
-    ingest_id = ingest(raw, drop / "a.txt")
-    emulator.complete_all()
+    ingest_id = analysed_sample(raw, emulator, drop, 5)
     tc.fail_next(503, count=1)  # retries=0: the action's create call fails, transient
     run = harness(raw, emulator).run(PACK + ".submission_to_threatconnect", trigger_fields(emulator, ingest_id))
     assert run.status == "succeeded", run.output
@@ -188,9 +188,7 @@ def test_threatconnect_5xx_then_success_through_retry(emulator, tc, drop):
 
 def test_jobs_still_running_are_polled_on_an_interval(emulator, tc, drop):
     raw = config(emulator, tc, drop)
-    (drop / "a.txt").write_bytes(sample(6))
-    ingest_id = ingest(raw, drop / "a.txt")
-    emulator.complete_all()
+    ingest_id = analysed_sample(raw, emulator, drop, 6)
     tc.configure(queued_polls=1, running_polls=1)
     flow = harness(raw, emulator)
     run = flow.run(PACK + ".submission_to_threatconnect", dict(trigger_fields(emulator, ingest_id), poll_interval=7))
@@ -202,9 +200,7 @@ def test_jobs_still_running_are_polled_on_an_interval(emulator, tc, drop):
 
 def test_jobs_that_never_complete_fail_after_max_polls(emulator, tc, drop):
     raw = config(emulator, tc, drop)
-    (drop / "a.txt").write_bytes(sample(7))
-    ingest_id = ingest(raw, drop / "a.txt")
-    emulator.complete_all()
+    ingest_id = analysed_sample(raw, emulator, drop, 7)
     tc.configure(stuck_running=True)
     try:
         run = harness(raw, emulator).run(PACK + ".submission_to_threatconnect",
