@@ -1,6 +1,7 @@
-# Two commands for a fresh machine: `make test` (and, once the end-to-end work
-# lands, `make demo`). Everything below sets itself up: pinned virtualenvs per
-# interpreter under .venv/, rebuilt when a requirements or constraints file changes.
+# Two commands for a fresh machine: `make demo` (the pack end to end against the
+# loopback emulators, on Python 3.8 for the real orquesta conductor) and `make test`.
+# Everything below sets itself up: pinned virtualenvs per interpreter under .venv/,
+# rebuilt when a requirements or constraints file changes.
 
 SHELL := /bin/bash
 PYTHONS := py38 py311
@@ -18,7 +19,10 @@ find_python = $(firstword $(foreach c,\
 PYTHON_py38 := $(call find_python,3.8)
 PYTHON_py311 := $(call find_python,3.11)
 
-.PHONY: test venvs clean $(addprefix test-,$(PYTHONS))
+.PHONY: demo test venvs clean $(addprefix test-,$(PYTHONS))
+
+demo: $(VENV)/py38/.installed
+	$(VENV)/py38/bin/python -m demo
 
 test: $(addprefix test-,$(PYTHONS))
 	@echo "make test: the suite passed on Python 3.8 and 3.11"

@@ -104,7 +104,8 @@ def test_completed_submission_reaches_threatconnect_with_a_summary(emulator, tc,
     assert out["tc_totals"]["success_count"] == out["indicator_count"] + 1  # + the submission's group
     stored = owner_indicators(tc)
     assert "http://evil-c2-1.com/gate.php?id=1" in stored and "malware-1.ru" in stored
-    assert [g["xid"] for g in tc.groups(TC_OWNER).values()] == [out_group_xid(run)]
+    assert [g["xid"] for g in tc.groups(TC_OWNER).values()] == [out_group_xid(run)] == [out["group_xid"]]
+    assert out["filtered"].get("private", 0) == 0 and out["filtered"]["tags_total"] >= out["indicator_count"]
     assert_no_secrets(json.dumps(run.output), *(json.dumps(t.result) for t in run.tasks))
 
 

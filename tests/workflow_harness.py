@@ -122,6 +122,13 @@ class WorkflowHarness:
         return self.run_file(os.path.join(self.pack_dir, "actions", meta["entry_point"]),
                              _with_defaults(meta, inputs or {}))
 
+    def execute(self, action_ref: str, params: Optional[Mapping[str, Any]] = None) -> Tuple[str, Any, List[TaskRun]]:
+        """Run any action the way st2's runners would (a rule's action, say): returns the
+        status, the execution result and every task execution it made."""
+        runs: List[TaskRun] = []
+        status, result = self._execute("execution", action_ref, params or {}, runs)
+        return status, result, runs
+
     def _conduct_task(self, conductor, task, runs, item_results) -> None:
         task_id, route = task["id"], task["route"]
         if task.get("delay"):  # a task delay or a retry delay: st2 waits before scheduling
@@ -191,6 +198,10 @@ class WorkflowHarness:
         service = self.action_service or MockActionService(
             MockActionWrapper(pack=self.pack_ref, class_name=classes[0].__name__))
         return classes[0](config=PackConfigDict(self.pack_ref, dict(self.config)), action_service=service)
+
+    def declared_parameters(self, action_ref: str) -> Dict[str, Any]:
+        """The parameters a pack action declares in its metadata."""
+        return dict(self._action_meta(action_ref).get("parameters") or {})
 
     def _action_meta(self, ref: str) -> Dict[str, Any]:
         name = ref.split(".", 1)[1]

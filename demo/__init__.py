@@ -1,0 +1,1 @@
+"""``make demo``: the pack end to end against loopback emulators (see demo/run.py)."""
