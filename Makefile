@@ -29,11 +29,13 @@ test: $(addprefix test-,$(PYTHONS))
 
 $(addprefix test-,$(PYTHONS)): test-%: $(VENV)/%/.installed
 	@echo "=== tests on $* ($$($(VENV)/$*/bin/python --version)) ==="
-	$(VENV)/$*/bin/python -m pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests
+	# as st2-run-pack-tests -x -j runs a pack's tests: pytest from the pack root, PYTHONPATH
+	# holding actions/, actions/lib/ and sensors/
+	PYTHONPATH=actions:actions/lib:sensors $(VENV)/$*/bin/python -m pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests
 
 venvs: $(addprefix $(VENV)/,$(addsuffix /.installed,$(PYTHONS)))
 
-$(VENV)/%/.installed: requirements.txt requirements-tests.txt tests/constraints/%.txt
+$(VENV)/%/.installed: requirements.txt requirements-tests.txt tests/requirements-conductor.txt tests/constraints/%.txt
 	@if [ -z "$(PYTHON_$*)" ]; then \
 		echo "make: no Python interpreter for $* found (looked on PATH and under ~/.pyenv/versions)." >&2; \
 		echo "      Install it (e.g. 'pyenv install 3.8' / 'pyenv install 3.11') or pass PYTHON_$*=/path/to/python." >&2; \
@@ -41,7 +43,7 @@ $(VENV)/%/.installed: requirements.txt requirements-tests.txt tests/constraints/
 	rm -rf $(VENV)/$*
 	$(PYTHON_$*) -m venv $(VENV)/$*
 	$(VENV)/$*/bin/python -m pip install --quiet --disable-pip-version-check \
-		-r requirements-tests.txt -c tests/constraints/$*.txt
+		-r requirements-tests.txt -r tests/requirements-conductor.txt -c tests/constraints/$*.txt
 	touch $@
 
 clean:

@@ -1,5 +1,5 @@
 from lib.action import PackAction
-from lib.al_results import fetch_results
+from lib.al_results import TagOrder, fetch_results
 from lib.errors import InputError
 from lib.indicators import build_indicators
 
@@ -12,7 +12,8 @@ class BuildIndicatorsAction(PackAction):
             raise InputError("give exactly one of 'sid' (fetched from Assemblyline) or 'results' "
                              "(the output of get_submission_results)")
         if results is None:
-            results = fetch_results(self.assemblyline(), sid, max_tags=max_tags)
+            results = fetch_results(self.assemblyline(), sid, max_tags=max_tags,
+                                    order=TagOrder.from_mapping(self.pack_config.get("mapping")))
         elif isinstance(results, dict) and "error" in results and "sid" not in results:
             raise InputError("'results' is a failed action's result, not submission results: "
                              "{}".format(str(results["error"])[:300]))

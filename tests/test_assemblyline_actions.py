@@ -359,7 +359,7 @@ class GetSubmissionResultsTest(BaseActionTestCase):
         sid = self.ingest(SAMPLE)
         self.emulator.complete_all()
         result = self.action().run(sid=sid)
-        assert result["truncated"] == {"files": 0, "tags": 0, "metadata": 0}
+        assert result["truncated"] == {"files": 0, "tags": 0, "tags_by_h_type": {}, "metadata": 0}
 
     def test_result_matches_the_output_schema(self):
         import jsonschema

@@ -93,6 +93,25 @@ class BuildIndicatorsActionTest(BaseActionTestCase):
         assert after == before
         assert len(self.tc.indicators(OWNER)["evil-c2.top"]["attributes"]) == 1
 
+    def test_each_extracted_file_is_rated_by_its_own_score(self):
+        """A benign file inside a malicious archive is not a rated, family-tagged File."""
+        import base64
+        benign = b"quarterly numbers, nothing to see\n"
+        evil = b"second stage http://evil-stage.top/x\nFAMILY=TRICKBOT\n"
+        archive = b"FAMILY=EMOTET\n" + b"".join(
+            b"EXTRACT:%s:%s\n" % (name, base64.b64encode(body)) for name, body in
+            ((b"notes.txt", benign), (b"stage2.bin", evil)))
+        sid = self.analysed_sid(archive, "bundle.bin")
+        config = dict(self.config, mapping={"include_extracted_files": True})
+        results = GetSubmissionResultsAction(config=config, action_service=self.action_service).run(sid=sid)
+        scores = {f["name"]: f["score"] for f in results["files"]}
+        assert scores["notes.txt"] < 300 <= scores["stage2.bin"] and scores["bundle.bin"] >= 1000
+        built = self.get_action_instance(config).run(sid=sid)
+        files = {i["sha256"] for i in built["indicators"] if i["type"] == "File"}
+        assert hashlib.sha256(benign).hexdigest() not in files
+        assert hashlib.sha256(evil).hexdigest() in files and hashlib.sha256(archive).hexdigest() in files
+        assert built["counts"]["file_below_min_score"] == 1
+
     def test_results_parameter_gives_the_same_as_sid(self):
         sid = self.analysed_sid()
         fetched = GetSubmissionResultsAction(config=self.config,

@@ -121,6 +121,19 @@ def rejected_reasons(result):
      "rechnung@xn--bcher-kva.example"),
     ("network.email.address", "first.last+tag@evil.example.com", "EmailAddress",
      "first.last+tag@evil.example.com"),
+    ("network.static.domain", "c2_beacon.duckdns.org", "Host", "c2_beacon.duckdns.org"),
+    ("network.static.uri", "http://bad_host.example.com/", "URL", "http://bad_host.example.com/"),
+    ("network.static.uri", "http://evil.example.com:80/a", "URL", "http://evil.example.com/a"),
+    ("network.static.uri", "https://evil.example.com:443", "URL", "https://evil.example.com"),
+    ("network.static.uri", "wss://evil.example.com:0443/", "URL", "wss://evil.example.com/"),
+    ("network.static.uri", "ftp://evil.example.com:21/x", "URL", "ftp://evil.example.com/x"),
+    ("network.static.uri", "http://evil.example.com:/a", "URL", "http://evil.example.com/a"),
+    ("network.static.uri", "https://evil.example.com:80/", "URL", "https://evil.example.com:80/"),
+    ("network.static.uri", "http://evil.example.com\\@good.example.org/x", "URL",
+     "http://evil.example.com\\@good.example.org/x"),
+    ("network.static.uri", "tcp://185.220.101.47:4444", "Address", "185.220.101.47"),
+    ("network.static.uri", "smb://files.evil.example.com/share", "Host", "files.evil.example.com"),
+    ("network.static.uri", "udp://[2a00:1450:4001::200e]:53", "Address", "2a00:1450:4001:0:0:0:0:200e"),
 ])
 def test_each_tag_type_maps_to_its_tc_type_and_normal_form(tag_type, value, tc_type, summary):
     result = build([tag(tag_type, value)])
@@ -163,9 +176,9 @@ def test_plain_values_are_not_counted_as_refanged():
     ("network.dynamic.ip", "fe80::1%eth0", "invalid_ip"),
     ("network.dynamic.ip", "2001:db8::g", "invalid_ip"),
     ("network.dynamic.ip", "1:2:3:4:5:6:7:8:9", "invalid_ip"),
-    ("network.static.domain", "under_score.example.com", "invalid_host"),
     ("network.static.domain", "a" * 64 + ".example.com", "invalid_host"),
-    ("network.static.domain", ".".join(["abcdefghij"] * 23) + ".com", "invalid_host"),
+    ("network.static.domain", ".".join(["abcdefghij"] * 23) + ".com", "too_long"),
+    ("network.static.domain", "evil.c_m", "invalid_host"),
     ("network.static.domain", "-leading.example.com", "invalid_host"),
     ("network.static.domain", "trailing-.example.com", "invalid_host"),
     ("network.static.domain", "example.123", "invalid_host"),
@@ -177,8 +190,11 @@ def test_plain_values_are_not_counted_as_refanged():
     ("network.static.domain", "evil[x]example.com", "invalid_host"),
     ("network.static.domain", "", "invalid_host"),
     ("network.static.uri", "evil.example.com/no/scheme", "invalid_url"),
-    ("network.static.uri", "tcp://185.220.101.47:4444", "unsupported_scheme"),
     ("network.static.uri", "file:///C:/Windows/evil.exe", "unsupported_scheme"),
+    ("network.static.uri", "tcp://:4444", "unsupported_scheme"),
+    ("network.static.uri", "http://us er@evil.example.com/", "invalid_url"),
+    ("network.static.uri", "http://u^x@evil.example.com/", "invalid_url"),
+    ("network.static.uri", "http://evil.c_m/", "invalid_url"),
     ("network.static.uri", "http:///only/path", "invalid_url"),
     ("network.static.uri", "http://evil.example.com:99999/", "invalid_url"),
     ("network.static.uri", "http://evil.example.com:80a/", "invalid_url"),
@@ -187,7 +203,6 @@ def test_plain_values_are_not_counted_as_refanged():
     ("network.static.uri", "http://evil.example.com/" + "x" * 600, "too_long"),
     ("network.static.uri", "http://[2001:db8::zz]/", "invalid_url"),
     ("network.static.uri", "http://[2001:4860::8888/", "invalid_url"),
-    ("network.static.uri", "http://bad_host.example.com/", "invalid_url"),
     ("network.static.uri", "http://300.1.2.3/", "invalid_url"),
     ("network.static.uri", "http://%65vil.example.com/", "invalid_url"),
     ("network.email.address", "no-at-sign.example.com", "invalid_email"),
@@ -212,11 +227,11 @@ def test_invalid_values_are_rejected_with_a_reason_never_sent(tag_type, value, r
 def test_malformed_fixture_rejects_every_bad_value_and_keeps_the_good_one():
     doc = fixture("malformed_values.json")
     result = build_indicators(doc, settings(include_extracted_files=True))
-    assert summaries(result, "Host") == ["evil-but-valid.example.com"]
-    assert summaries(result, "Address") == summaries(result, "URL") == []
-    assert summaries(result, "EmailAddress") == []
-    # every tag but the valid one, plus the extracted file with broken hashes
-    assert len(result.rejected) == len(doc["tags"]) - 1 + 1
+    assert summaries(result, "Host") == ["evil-but-valid.example.com", "under_score.example.com"]
+    assert summaries(result, "Address") == ["185.220.101.47"]  # from tcp://185.220.101.47:4444
+    assert summaries(result, "URL") == summaries(result, "EmailAddress") == []
+    # every tag but the three valid ones, plus the extracted file with broken hashes
+    assert len(result.rejected) == len(doc["tags"]) - 3 + 1
     reasons = rejected_reasons(result)
     assert reasons["evil.example.com"] == "unknown_h_type"
     assert reasons["12345"] == "malformed_tag"
@@ -353,6 +368,7 @@ def test_default_filters_on_the_realistic_fixture():
         ("EmailAddress", "billing@update-office365.com"),
         ("File", "693dee7ac5d2b63afb9cb6381416e67b : a48e2a8f2e450c9b3d3e6280f60cca511350fb9e : "
                  + SHA_DOC),
+        ("Host", "bad_host.update-office365.com"),  # '_' is valid in a host name
         ("Host", "cdn.evil-payload.ru"),
         ("Host", "update-office365.com"),
         ("Host", "xn--bcher-kva.example"),
@@ -362,12 +378,11 @@ def test_default_filters_on_the_realistic_fixture():
     ]
     counts = result.counts
     assert (counts["Address"], counts["EmailAddress"], counts["File"], counts["Host"],
-            counts["URL"]) == (3, 2, 1, 3, 3)
+            counts["URL"]) == (3, 2, 1, 4, 3)
     assert (counts["safelisted"], counts["below_h_type"], counts["private"], counts["rejected"],
             counts["duplicate"], counts["refanged"], counts["not_indicator"],
-            counts["attribution"]) == (2, 3, 7, 2, 3, 2, 2, 5)
-    assert rejected_reasons(result) == {"bad_host.update-office365.com": "invalid_host",
-                                        "300.1.2.3": "invalid_ip"}
+            counts["attribution"]) == (2, 3, 7, 1, 3, 2, 2, 5)
+    assert rejected_reasons(result) == {"300.1.2.3": "invalid_ip"}
     assert counts["tags_total"] == 34
 
 
@@ -614,16 +629,24 @@ def test_submitted_file_indicator_fields():
         (file_indicator["md5"], file_indicator["sha1"], file_indicator["sha256"]))
     assert file_indicator["size"] == 1147
     assert file_indicator["fileOccurrence"] == [{
-        "fileName": "Invoice_2026-11-22.docm", "path": "/data/drop/finance",
-        "date": "2026-11-22T10:00:00Z"}]
+        "fileName": "Invoice_2026-11-22.docm", "date": "2026-11-22T10:00:00Z"}]
     assert file_indicator["securityLabel"] == [{"name": "TLP:AMBER"}]
     assert [t["name"] for t in file_indicator["tag"]] == ["Assemblyline", "Win.Trojan.Emotet-9953000-0"]
     assert list(file_indicator)[:4] == ["type", "summary", "rating", "confidence"]
 
 
+def test_the_ingest_directory_is_sent_only_when_asked_for():
+    doc = fixture("emotet_maldoc.json")
+    for send, expected in ((None, None), (False, None), (True, "/data/drop/finance")):
+        conf = settings() if send is None else settings(send_file_path=send)
+        (file_indicator,) = [i for i in build_indicators(doc, conf).indicators if i["type"] == "File"]
+        assert file_indicator["fileOccurrence"][0].get("path") == expected
+        assert file_indicator["fileOccurrence"][0]["fileName"] == "Invoice_2026-11-22.docm"
+
+
 def test_windows_file_path_occurrence():
     doc = fixture("clean_pdf.json")
-    result = build_indicators(doc, settings(min_file_score=0))
+    result = build_indicators(doc, settings(min_file_score=0, send_file_path=True))
     (file_indicator,) = result.indicators
     assert file_indicator["fileOccurrence"] == [{
         "fileName": "brochure.pdf", "path": "C:\\Users\\jdoe\\Downloads", "date": "2026-11-21T08:30:12Z"}]
@@ -662,6 +685,27 @@ def test_extracted_file_uses_its_own_score_when_given():
     result = build(files=files, max_score=1500, conf=settings(include_extracted_files=True))
     assert [i["sha256"] for i in result.indicators] == [SHA_A, "c" * 64]
     assert result.counts["file_below_min_score"] == 1
+
+
+@pytest.mark.parametrize("include_extracted", [False, True])
+def test_a_second_submitted_file_is_not_treated_as_extracted(include_extracted):
+    expected = [SHA_A, SHA_B]
+    files = [{"name": "a.exe", "sha256": SHA_A, "extracted": False},
+             {"name": "b.exe", "sha256": SHA_B, "extracted": False}]
+    result = build(files=files, max_score=1500, conf=settings(include_extracted_files=include_extracted))
+    assert sorted(i["sha256"] for i in result.indicators) == sorted(expected)
+    by_sha = {i["sha256"]: i for i in result.indicators}
+    assert by_sha[SHA_A]["fileOccurrence"][0]["fileName"] == "a.exe"  # the ingested path names the first
+    assert by_sha[SHA_B]["fileOccurrence"][0]["fileName"] == "b.exe"
+
+
+@pytest.mark.parametrize("entry", ["a.exe", 42, None, ["a.exe", SHA_A]])
+def test_a_files_entry_that_is_not_an_object_is_counted_and_listed(entry):
+    files = [{"name": "a.exe", "sha256": SHA_A, "extracted": False}, entry]
+    result = build(files=files, max_score=1500)
+    assert [i["sha256"] for i in result.indicators] == [SHA_A]
+    assert result.counts["rejected"] == 1
+    assert [(r["type"], r["reason"]) for r in result.rejected] == [("file", "invalid_file_entry")]
 
 
 def test_same_file_twice_becomes_one_file_indicator_with_all_hashes():
@@ -936,6 +980,8 @@ def test_ascii_host_fast_path_agrees_with_idna(host):
         got = None
     if host == "ab--cd.example":
         assert (expected, got) == (None, "ab--cd.example")
+    elif host == "under_score.com":  # idna refuses '_'; DNS names (C2, dynamic DNS) use it
+        assert (expected, got) == (None, "under_score.com")
     else:
         assert got == expected
 
@@ -1075,3 +1121,105 @@ def test_shape_results_keeps_indicator_tags_when_max_tags_cuts():
     result = build_indicators(dict(results(), **shaped), settings())
     assert [i["summary"] for i in result.indicators if i["type"] == "Host"] == ["evil.com"]
     assert any("2 tags were cut" in w for w in result.warnings)
+
+
+def _summary_of(tags):
+    by_group = {}
+    for group, tag_type, value, h_type, safelisted in tags:
+        by_group.setdefault(group, {}).setdefault(tag_type, []).append([value, h_type, safelisted, "TLP:C"])
+    return {"classification": "TLP:C", "map": {}, "tags": by_group}
+
+
+# (max_tags, mapping) -> values kept, in order, and what was cut by h_type
+@pytest.mark.parametrize("max_tags, mapping, kept, cut", [
+    (3, {}, ["http://evil.com/gate", "EMOTET", "sus.top"], {"info": 300, "malicious": 1}),
+    (2, {}, ["http://evil.com/gate", "EMOTET"], {"info": 300, "malicious": 1, "suspicious": 1}),
+    # drop_safelisted off: the safelisted malicious domain is mapped, so it ranks with the malicious
+    (3, {"drop_safelisted": False}, ["microsoft.com", "http://evil.com/gate", "EMOTET"],
+     {"info": 300, "suspicious": 1}),
+    # min_h_type info: info tags are mapped, so they rank above the safelisted one
+    (303, {"min_h_type": "info"}, None, {"malicious": 1}),
+])
+def test_max_tags_cuts_what_the_mapping_drops_first_then_the_least_severe(max_tags, mapping, kept, cut):
+    from lib.al_results import TagOrder, shape_results
+    tags = [("ioc", "network.static.domain", "info-{:03d}.example.com".format(i), "info", False)
+            for i in range(300)]
+    tags += [("ioc", "network.static.domain", "microsoft.com", "malicious", True),
+             ("ioc", "network.static.domain", "sus.top", "suspicious", False),
+             ("attribution", "attribution.family", "EMOTET", "malicious", False),
+             ("ioc", "network.static.uri", "http://evil.com/gate", "malicious", False)]
+    full = {"sid": SID, "state": "completed", "max_score": 2000, "files": [],
+            "times": {"submitted": "2026-11-22T10:00:00.000000Z"}}
+    conf = settings(**mapping)
+    shaped = shape_results(_summary_of(tags), full, "https://al.example.org/submission/" + SID,
+                           max_tags=max_tags, order=TagOrder.from_mapping(conf["mapping"]))
+    if kept is not None:
+        assert [t["value"] for t in shaped["tags"]] == kept
+    assert shaped["truncated"]["tags"] == len(tags) - max_tags
+    assert shaped["truncated"]["tags_by_h_type"] == cut
+    result = build_indicators(dict(results(), **shaped), conf)
+    assert "http://evil.com/gate" in summaries(result, "URL")
+    [warning] = [w for w in result.warnings if "were cut" in w]
+    assert "{} tags were cut".format(len(tags) - max_tags) in warning
+    assert all("{} {}".format(n, h) in warning for h, n in cut.items())
+
+
+@pytest.mark.parametrize("value, kept", [
+    ("http://10.1.2.3\\@evil.example.com/", False),   # a browser contacts 10.1.2.3: private
+    ("http://evil.example.com\\@10.1.2.3/", True),    # and here evil.example.com
+    ("http://10.1.2.3@evil.example.com/", True),       # userinfo, not the host
+    ("tcp://10.1.2.3:4444", False),                   # a non-web URI's private address
+])
+def test_the_private_filter_applies_to_the_host_a_browser_would_contact(value, kept):
+    result = build([tag("network.static.uri", value)])
+    assert (len(result.indicators) == 1) is kept
+    assert result.counts["private"] == (0 if kept else 1)
+
+
+def test_a_non_web_uri_and_a_domain_tag_for_the_same_host_make_one_host():
+    result = build([tag("network.static.uri", "smb://files.evil.example.com/share"),
+                    tag("network.static.domain", "files.evil.example.com")])
+    assert [(i["type"], i["summary"]) for i in result.indicators] == [("Host", "files.evil.example.com")]
+    assert result.counts["duplicate"] == 1 and result.rejected == []
+
+
+@pytest.mark.parametrize("flag, dropped", [
+    (True, True), ("true", True), ("TRUE", True), (False, False), ("false", False), ("False", False),
+    (0, False), (None, False), ("", False), ("no", False),
+])
+def test_safelisted_is_read_as_a_flag_not_as_truthiness(flag, dropped):
+    result = build([dict(tag("network.static.domain", "evil.example.com"), safelisted=flag),
+                    dict(tag("attribution.family", "EMOTET"), safelisted=flag)])
+    assert (summaries(result, "Host") == []) is dropped
+    assert result.counts["safelisted"] == (2 if dropped else 0)
+
+
+def test_safelisted_string_in_a_summary_tuple_is_a_flag():
+    from lib.al_results import shape_results
+    summary = {"classification": "TLP:C", "map": {}, "tags": {"ioc": {"network.static.domain": [
+        ["evil.example.com", "malicious", "false", "TLP:C"], ["good.example.com", "malicious", "true", "TLP:C"]]}}}
+    full = {"sid": SID, "state": "completed", "max_score": 2000, "files": []}
+    shaped = shape_results(summary, full, "https://al.example.org/submission/" + SID)
+    assert {t["value"]: t["safelisted"] for t in shaped["tags"]} == {"evil.example.com": False,
+                                                                      "good.example.com": True}
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_submission_score_is_refused_by_name(score):
+    with pytest.raises(InputError, match="max_score must be a finite number"):
+        build(max_score=score)
+
+
+def test_a_non_finite_file_score_is_rejected_not_rated():
+    files = [{"name": "a.exe", "sha256": SHA_A, "extracted": False, "score": float("nan")}]
+    result = build(files=files, max_score=1500)
+    assert result.indicators == [] and rejected_reasons(result) == {SHA_A: "invalid_score"}
+
+
+@pytest.mark.parametrize("sid", ["x" * 65, "y" * 5000, "a:b:c" * 40])
+def test_the_group_xid_is_bounded_and_distinct_for_any_sid(sid):
+    from lib.indicators import group_xid
+    xid = group_xid(sid, "Report", "Org")
+    assert len(xid) <= 150 and xid == group_xid(sid, "Report", "Org")
+    assert xid != group_xid(sid + "z", "Report", "Org")
+    assert group_xid("4aBcDeFgHiJkLmNoPqRsTu", "Report", "Org").count("4aBcDeFgHiJkLmNoPqRsTu") == 1

@@ -14,6 +14,7 @@ from st2tests.base import BaseSensorTestCase
 
 from lib.assemblyline import AssemblylineService
 from lib.config import load_config
+from lib.datastore import list_all
 from lib.inbox import Inbox
 from lib.ingest import FileIngester
 from lib.ledger import PENDING_PREFIX, IngestLedger
@@ -555,7 +556,7 @@ class NotificationSensorTest(BaseSensorTestCase):
             inbox.done(stored(message), [message["ingest_id"]])
         for message in messages[120:] + [messages[3], messages[119]]:  # replays of dispatched ids too
             stored(message)
-        assert len(self.sensor_service.list_values(local=True, prefix="page.")) == 100  # one API page
+        assert len(list_all(self.sensor_service, "page.", local=True)) == 252  # paging: tests/test_datastore.py
         self.sensor().poll()
         assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid{:06d}".format(n) for n in range(120, 250)]
         self.sensor().poll()  # and all of them were marked done

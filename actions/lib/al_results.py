@@ -13,6 +13,9 @@ from lib.errors import InputError
 
 # Assemblyline's score thresholds (reference §6); below 0 is safe.
 VERDICT_THRESHOLDS = ((1000, "malicious"), (700, "highly_suspicious"), (300, "suspicious"), (0, "info"))
+# Assemblyline's tag levels (``h_type``), least to most severe.
+H_TYPES = ("safe", "info", "suspicious", "malicious")
+H_RANK = {name: rank for rank, name in enumerate(H_TYPES)}
 METADATA_VALUE_LIMIT = 1024
 METADATA_KEY_LIMIT = 100  # most metadata keys returned; the rest are counted in truncated.metadata
 # Kept first when a submission has more keys than the limit: what the pack itself set and reads back.
@@ -36,18 +39,50 @@ def check_sid(sid: Any) -> str:
     return text
 
 
-def fetch_results(service: Any, sid: Any, max_tags: int = 1000, max_files: int = 100) -> Dict[str, Any]:
+def is_true(value: Any) -> bool:
+    """A JSON flag: ``True`` or the string ``"true"`` (any case); ``"false"``, 0, None are false."""
+    if value is True:
+        return True
+    return isinstance(value, str) and value.strip().lower() == "true"
+
+
+class TagOrder:
+    """The order in which ``max_tags`` keeps tags: what the mapping would drop anyway goes
+    last (safelisted ones when ``drop_safelisted``, those below ``min_h_type``), then by
+    ``h_type`` (malicious first), then IOC before attribution before the rest."""
+
+    def __init__(self, min_h_type: str = "safe", drop_safelisted: bool = False):
+        self.min_rank = H_RANK.get(min_h_type, 0)
+        self.drop_safelisted = drop_safelisted
+
+    @classmethod
+    def from_mapping(cls, mapping: Optional[Mapping[str, Any]]) -> "TagOrder":
+        mapping = mapping or {}
+        return cls(mapping.get("min_h_type", "suspicious"), bool(mapping.get("drop_safelisted", True)))
+
+    def key(self, tag: Mapping[str, Any]) -> Tuple[bool, int, int, str, str, str]:
+        rank = H_RANK.get(tag["h_type"], -1)
+        dropped = rank < self.min_rank or (self.drop_safelisted and tag["safelisted"])
+        return (dropped, -rank, _GROUP_PRIORITY.get(tag["group"], 2), tag["group"], tag["type"], tag["value"])
+
+
+def fetch_results(service: Any, sid: Any, max_tags: int = 1000, max_files: int = 100,
+                  order: Optional[TagOrder] = None) -> Dict[str, Any]:
     """Fetch one submission's full result and summary and shape them (``shape_results``)."""
     sid = check_sid(sid)
     full = service.full(sid)
     summary = service.summary(sid)
-    return shape_results(summary, full, service.submission_link(sid), max_tags, max_files)
+    return shape_results(summary, full, service.submission_link(sid), max_tags, max_files, order)
 
 
 def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str,
-                  max_tags: int = 1000, max_files: int = 100) -> Dict[str, Any]:
+                  max_tags: int = 1000, max_files: int = 100,
+                  order: Optional[TagOrder] = None) -> Dict[str, Any]:
     files = list(_files(full))
-    tags = sorted(_tags(summary), key=_tag_order)
+    tags = sorted(_tags(summary), key=(order or TagOrder()).key)
+    cut: Dict[str, int] = {}
+    for tag in tags[max_tags:]:
+        cut[tag["h_type"]] = cut.get(tag["h_type"], 0) + 1
     times = full.get("times") or {}
     score = full.get("max_score")
     metadata, metadata_dropped = _metadata(full.get("metadata") or {})
@@ -66,16 +101,12 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
         "tags": tags[:max_tags],
         "al_url": link,
         "truncated": {"files": max(0, len(files) - max_files), "tags": max(0, len(tags) - max_tags),
-                      "metadata": metadata_dropped},
+                      "tags_by_h_type": dict(sorted(cut.items())), "metadata": metadata_dropped},
     }
 
 
-# Summary groups kept first when ``max_tags`` cuts the list: indicators, then attribution.
+# Summary groups kept first, at one h_type, when ``max_tags`` cuts the list.
 _GROUP_PRIORITY = {"ioc": 0, "attribution": 1}
-
-
-def _tag_order(tag: Mapping[str, Any]) -> Tuple[int, str, str, str]:
-    return (_GROUP_PRIORITY.get(tag["group"], 2), tag["group"], tag["type"], tag["value"])
 
 
 def _tags(summary: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:
@@ -96,7 +127,7 @@ def _tag_tuple(item: Any) -> Optional[Tuple[str, str, bool, Optional[str]]]:
     """``[value, h_type, safelisted, classification]``; anything else is skipped."""
     if not isinstance(item, (list, tuple)) or len(item) < 2 or not isinstance(item[0], str):
         return None
-    safelisted = bool(item[2]) if len(item) > 2 else False
+    safelisted = is_true(item[2]) if len(item) > 2 else False
     classification = item[3] if len(item) > 3 else None
     return item[0], str(item[1]), safelisted, classification
 
@@ -104,33 +135,40 @@ def _tag_tuple(item: Any) -> Optional[Tuple[str, str, bool, Optional[str]]]:
 def _files(full: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:
     """Submitted files first, then extracted ones depth-first, each sha256 once."""
     infos = full.get("file_infos") or {}
+    tree = full.get("file_tree") or {}
     seen = set()
     for entry in full.get("files") or []:
-        sha256 = entry.get("sha256")
+        sha256 = entry.get("sha256") if isinstance(entry, Mapping) else None
         if sha256 and sha256 not in seen:
             seen.add(sha256)
-            yield _file(sha256, entry.get("name"), entry.get("size"), infos, extracted=False, parent=None)
-    for sha256, node in (full.get("file_tree") or {}).items():
-        yield from _children(sha256, node or {}, infos, seen)
+            node = tree.get(sha256) if isinstance(tree.get(sha256), Mapping) else {}
+            yield _file(sha256, entry.get("name"), entry.get("size"), infos, extracted=False, parent=None,
+                        score=node.get("score"))
+    for sha256, node in tree.items():
+        yield from _children(sha256, node if isinstance(node, Mapping) else {}, infos, seen)
 
 
 def _children(parent: str, node: Mapping[str, Any], infos: Mapping[str, Any], seen: set) -> Iterator[Dict[str, Any]]:
     for sha256, child in (node.get("children") or {}).items():
-        child = child or {}
+        child = child if isinstance(child, Mapping) else {}
         if sha256 not in seen:
             seen.add(sha256)
             names = child.get("name") or []
             name = names[0] if isinstance(names, list) and names else names or None
-            yield _file(sha256, name, child.get("size"), infos, extracted=True, parent=parent)
+            yield _file(sha256, name, child.get("size"), infos, extracted=True, parent=parent,
+                        score=child.get("score"))
         yield from _children(sha256, child, infos, seen)
 
 
 def _file(sha256: str, name: Any, size: Any, infos: Mapping[str, Any], extracted: bool,
-          parent: Optional[str]) -> Dict[str, Any]:
+          parent: Optional[str], score: Any = None) -> Dict[str, Any]:
+    """One file; ``score`` is the file's own (its ``file_tree`` node), not the submission's."""
     info = infos.get(sha256) or {}
+    if isinstance(score, bool) or not isinstance(score, int):
+        score = None
     return {"name": name, "sha256": sha256, "md5": info.get("md5"), "sha1": info.get("sha1"),
             "size": info.get("size", size), "type": info.get("type"), "extracted": extracted,
-            "parent_sha256": parent}
+            "parent_sha256": parent, "score": score}
 
 
 def _metadata(metadata: Mapping[str, Any]) -> Tuple[Dict[str, str], int]:

@@ -77,20 +77,18 @@ directly in the collector's oldest generation (``_allocated_as_old``).
 import contextlib
 import gc
 import hashlib
+import math
 import ntpath
 import posixpath
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from lib.al_results import verdict_for
+from lib.al_results import H_RANK, H_TYPES, is_true, verdict_for
 from lib.errors import ConfigError, InputError
 from lib.tc_values import (
     ValueRejected, clean_text, host_is_public, normalise_email, normalise_hash, normalise_host,
-    normalise_ip, normalise_url, refang, refang_url, tag_name)
-
-H_TYPES = ("safe", "info", "suspicious", "malicious")
-H_RANK = {name: rank for rank, name in enumerate(H_TYPES)}
+    normalise_ip, normalise_url, refang, refang_url, split_url, tag_name)
 
 # Assemblyline tag type -> value kind; the kind names the normaliser and the TC type.
 TAG_KINDS = {
@@ -142,6 +140,7 @@ MAX_GROUP_NAME_LENGTH = 100   # assumption: the documented UI limit for group na
 MAX_FILE_NAME_LENGTH = 255
 MAX_REJECTED_VALUE_LENGTH = 1000
 XID_PREFIX = "assemblyline_threatconnect"
+MAX_SID_IN_XID = 64  # Assemblyline sids are 22 characters; longer ones are hashed into the xid
 
 # Group type -> the fields ThreatConnect needs besides name and xid.
 GROUP_REQUIRED_FIELDS = {
@@ -240,6 +239,7 @@ class MappingSettings:
         self.drop_private = bool(mapping.get("drop_private_addresses", True))
         self.min_file_score = _int_setting(mapping, "min_file_score", 300, None, None, problems)
         self.include_extracted = bool(mapping.get("include_extracted_files", False))
+        self.send_file_path = bool(mapping.get("send_file_path", False))
         self.max_indicators = _int_setting(mapping, "max_indicators_per_submission", 500, 1, None,
                                            problems)
         self.max_attribution_tags = _int_setting(mapping, "max_attribution_tags", 10, 0, None,
@@ -335,6 +335,8 @@ def group_xid(sid: str, group_type: str = "Report", owner: str = "") -> str:
     one's type) and per ThreatConnect owner (xids are unique per instance).
     """
     owner_hash = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:12]
+    if len(sid) > MAX_SID_IN_XID:  # any sid gives a bounded xid (still one per sid)
+        sid = "sha256-" + hashlib.sha256(sid.encode("utf-8")).hexdigest()
     return "{}:{}:{}:{}".format(XID_PREFIX, group_type.lower(), sid, owner_hash)
 
 
@@ -396,10 +398,13 @@ class _Submission:
             raise InputError("submission results: 'files' must be a list")
         self.tags = tags
         self.files = [f for f in files if isinstance(f, Mapping)]
+        self.invalid_files = [f for f in files if not isinstance(f, Mapping)]
         metadata = results.get("metadata")
         self.metadata = metadata if isinstance(metadata, Mapping) else {}
         score = results.get("max_score")
         self.score = score if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+        if self.score is not None and not math.isfinite(self.score):
+            raise InputError("submission results: max_score must be a finite number, not {!r}".format(score))
         self.verdict = results.get("verdict") if isinstance(results.get("verdict"), str) else None
         self.h_type = score_h_type(self.score, self.verdict)
         self.classification = results.get("classification")
@@ -412,7 +417,10 @@ class _Submission:
         truncated = results.get("truncated")
         cut = truncated.get("tags") if isinstance(truncated, Mapping) else None
         self.tags_cut = cut if type(cut) is int and cut > 0 else 0
-        self.submitted = next((f for f in self.files if not f.get("extracted")), None)
+        by_h_type = truncated.get("tags_by_h_type") if isinstance(truncated, Mapping) else None
+        self.tags_cut_by_h_type = {str(k): v for k, v in by_h_type.items() if type(v) is int} \
+            if isinstance(by_h_type, Mapping) else {}
+        self.submitted = next((f for f in self.files if f.get("extracted") is not True), None)
         self.file_name = self._file_name()
 
     def _file_name(self) -> str:
@@ -519,10 +527,16 @@ def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResu
     if sub.partial:
         warnings.append("submission results are partial; re-run when complete")
     if sub.tags_cut:
-        warnings.append("{} tags were cut by get_submission_results (max_tags; indicator tags are "
-                        "kept first): raise max_tags to map them".format(sub.tags_cut))
+        levels = ", ".join("{} {}".format(n, h) for h, n in sorted(sub.tags_cut_by_h_type.items(),
+                                                                  key=lambda kv: -H_RANK.get(kv[0], -1)))
+        warnings.append("{} tags were cut by get_submission_results (max_tags; the most severe are "
+                        "kept first){}: raise max_tags to map them".format(
+                            sub.tags_cut, " ({})".format(levels) if levels else ""))
 
     merged, attributions = _collect_tags(sub.tags, conf, counts, rejections)
+    for entry in sub.invalid_files:  # counted and listed, never dropped unseen
+        rejections.add(entry, "file", "invalid_file_entry", "a files entry is not an object")
+        counts["rejected"] += 1
     _collect_files(sub, conf, merged, counts, rejections)
 
     kept = _apply_cap(merged, conf.max_indicators, counts)
@@ -577,7 +591,7 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
             else:
                 not_indicator += 1
             continue
-        if drop_safelisted and is_safelisted:
+        if drop_safelisted and is_safelisted and is_true(is_safelisted):
             safelisted += 1
             continue
         rank = rank_of.get(h_type) if type(h_type) is str else None
@@ -600,9 +614,16 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
         if type(outcome) is str:  # public and not refanged: the summary alone
             summary = outcome
         elif type(outcome) is ValueRejected:
-            rejections.add(raw, tag_type, outcome.reason, outcome.detail)
-            rejected += 1
-            continue
+            moved = _authority_of_non_web_uri(raw, outcome) if outcome.reason == "unsupported_scheme" else None
+            if moved is None:
+                rejections.add(raw, tag_type, outcome.reason, outcome.detail)
+                rejected += 1
+                continue
+            kind, summary, public = moved  # tcp://1.2.3.4:443/ -> the Address it contacts
+            bucket = merged[kind]
+            if drop_private and not public:
+                private += 1
+                continue
         else:
             summary, public, was_refanged = outcome
             if was_refanged:
@@ -637,6 +658,32 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
     counts["not_indicator"] += not_indicator
     counts["rejected"] += rejected
     return merged, _collect_attributions(attributions, conf, counts, rejections)
+
+
+def _authority_of_non_web_uri(raw: str, rejected: ValueRejected) -> Optional[Tuple[str, str, bool]]:
+    """``(TC type, summary, is_public)`` of the host a non-web URI (``tcp://``, ``udp://``,
+    ``smb://`` ...) contacts: an Address or a Host; None when it has none worth sending."""
+    try:
+        _, authority, _ = split_url(refang_url(raw.strip()))
+    except ValueRejected:
+        return None
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        host = hostport[1:hostport.find("]")] if "]" in hostport else ""
+    else:
+        host = hostport.partition(":")[0]
+    if not host:
+        return None
+    try:
+        address, public = normalise_ip(host)
+        return "Address", address, public
+    except ValueRejected:
+        pass
+    try:
+        name = normalise_host(host)
+    except ValueRejected:
+        return None
+    return "Host", name, host_is_public(name)
 
 
 def _hashable(shas) -> List[str]:
@@ -676,7 +723,7 @@ def _collect_attributions(tags, conf: MappingSettings, counts: Dict[str, int],
     found = []
     for tag in tags:
         counts["attribution"] += 1
-        if conf.drop_safelisted and tag.get("safelisted"):
+        if conf.drop_safelisted and is_true(tag.get("safelisted")):
             counts["safelisted"] += 1
             continue
         h_type = tag.get("h_type")
@@ -708,10 +755,15 @@ def _collect_files(sub: _Submission, conf: MappingSettings, merged: Dict[str, Di
     """File indicators for the submitted file and, optionally, the extracted ones."""
     by_hash: Dict[Tuple[str, str], str] = {}  # (hash kind, digest) -> summary in merged["File"]
     for entry in sub.files:
-        extracted = entry is not sub.submitted
+        extracted = entry.get("extracted") is True
         if extracted and not conf.include_extracted:
             continue
         own_score = entry.get("score")
+        if isinstance(own_score, float) and not math.isfinite(own_score):
+            rejections.add(entry.get("sha256") or entry.get("name"), "file", "invalid_score",
+                           "file score {!r} is not a finite number".format(own_score))
+            counts["rejected"] += 1
+            continue
         if isinstance(own_score, (int, float)) and not isinstance(own_score, bool):
             score, h_type = own_score, score_h_type(own_score)
         else:
@@ -728,7 +780,7 @@ def _collect_files(sub: _Submission, conf: MappingSettings, merged: Dict[str, Di
                            "file", rejected.reason, rejected.detail)
             counts["rejected"] += 1
             continue
-        occurrence = _occurrence(sub, entry, extracted)
+        occurrence = _occurrence(sub, entry, conf.send_file_path)
         bucket = merged["File"]
         previous = next((s for k, s in by_hash.items() if hashes.get(k[0]) == k[1]), None)
         if previous is not None:  # the same file again (by any hash): merge
@@ -764,16 +816,16 @@ def _file_hashes(entry: Mapping[str, Any]) -> Dict[str, str]:
     return hashes
 
 
-def _occurrence(sub: _Submission, entry: Mapping[str, Any], extracted: bool) -> Dict[str, str]:
+def _occurrence(sub: _Submission, entry: Mapping[str, Any], send_path: bool = False) -> Dict[str, str]:
     occurrence = {}
     path = sub.metadata.get("file_path")
-    if not extracted and isinstance(path, str) and path.strip():
+    if entry is sub.submitted and isinstance(path, str) and path.strip():  # the file that was ingested
         directory, name = _split_path(path)
         name = clean_text(name, MAX_FILE_NAME_LENGTH)
         directory = clean_text(directory, 1000)
         if name:
             occurrence["fileName"] = name
-        if directory:
+        if directory and send_path:  # the st2 host's directory leaves the site only on opt-in
             occurrence["path"] = directory
     if "fileName" not in occurrence and isinstance(entry.get("name"), str):
         name = clean_text(entry["name"], MAX_FILE_NAME_LENGTH)

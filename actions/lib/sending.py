@@ -14,7 +14,7 @@ is keyed by its summary, so ThreatConnect updates instead of duplicating.
 """
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from lib.al_results import check_sid, fetch_results
+from lib.al_results import TagOrder, check_sid, fetch_results
 from lib.errors import AnalysisNotReady, InputError, PackError, ThreatConnectError
 from lib.indicators import TC_TYPES, build_indicators
 from lib.threatconnect import ThreatConnectClient, iter_jobs
@@ -117,9 +117,10 @@ def collect(service: Any, config: Mapping[str, Any], sids: Iterable[str], max_ta
     """
     collected = Collected()
     first_error: Optional[PackError] = None
+    order = TagOrder.from_mapping(config.get("mapping"))
     for sid in sids:
         try:
-            results = fetch_results(service, sid, max_tags=max_tags)
+            results = fetch_results(service, sid, max_tags=max_tags, order=order)
             if results["partial"]:
                 raise AnalysisNotReady("submission {} is not completed yet (state {})".format(
                     sid, results.get("state")))

@@ -16,10 +16,11 @@ Decisions (see also the module constants):
   in a host is invalid and rejected.
 * **Host names** are lower-case ASCII with one trailing dot removed;
   internationalised names go through UTS #46 + IDNA 2008 (``idna``) to
-  punycode. LDH rules apply after punycode: labels 1-63 characters of
-  ``a-z 0-9 -`` (so ``_`` is refused) not starting or ending with ``-``,
-  whole name at most 253,
-  top-level label not all-numeric, ``xn--`` labels must decode.
+  punycode. Labels are 1-63 characters of ``a-z 0-9 - _`` (``_`` occurs in
+  real C2 and dynamic-DNS names and resolves) not starting or ending with
+  ``-``; the top-level label is letters and digits only and not all-numeric;
+  ``xn--`` labels must decode; a name over 253 characters is ``too_long``.
+  E-mail domains keep the stricter LDH rule (no ``_``).
 * **IPv4** addresses must be dotted quads without leading zeros (ambiguous
   octal, refused on every Python version, not only on patched ones).
   **IPv6** addresses are written as ThreatConnect stores them: eight groups,
@@ -38,8 +39,13 @@ Decisions (see also the module constants):
   ``idna`` runs only for non-ASCII names and ``xn--`` labels (memoised).
 * **URLs**: schemes http, https, ftp, ftps, sftp, ws, wss (others are
   ``unsupported_scheme``); ``scheme://host`` required; no white space or
-  control characters anywhere; port 0-65535 if present; userinfo, path,
-  query and fragment kept as they are (non-ASCII path characters included).
+  control characters anywhere. The authority is read as a browser reads it: a
+  ``\\`` ends it like ``/`` (so ``http://evil.com\\@good.com/`` is a URL on
+  ``evil.com``, and the private-address filter sees that host), the last ``@``
+  separates userinfo (RFC 3986 characters only), port 0-65535, the scheme's
+  default port (``:80`` for http/ws, ``:443`` for https/wss, ``:21`` for ftp)
+  and an empty port are dropped. Path, query and fragment are kept as they are
+  (non-ASCII path characters included).
 * **E-mail addresses**: unquoted dot-atom local part (case kept, at most 64),
   domain as a host name (no address literals).
 * **Length limits** (ThreatConnect does not document them; these are the
@@ -62,6 +68,10 @@ MAX_URL_LENGTH = 500  # assumption: ThreatConnect's URL text limit is not docume
 MAX_TAG_LENGTH = 128
 
 URL_SCHEMES = frozenset(("http", "https", "ftp", "ftps", "sftp", "ws", "wss"))
+DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443", "ftp": "21"}
+# RFC 3986 userinfo: unreserved, pct-encoded ("%"), sub-delims and ":"
+_USERINFO_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                            "-._~%!$&'()*+,;=:")
 
 HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 
@@ -284,10 +294,10 @@ def normalise_host(value: str) -> str:
         value = _idna_to_ascii(value)
     host = value.lower()
     # Whole-name checks first (one C-level pass each); labels only when needed.
-    if not host.replace("-", "").replace(".", "").isalnum():  # ASCII: [a-z0-9] only
-        raise ValueRejected("invalid_host", "characters other than letters, digits, '-' and '.'")
+    if not host.replace("-", "").replace(".", "").replace("_", "").isalnum():  # ASCII: [a-z0-9_-]
+        raise ValueRejected("invalid_host", "characters other than letters, digits, '-', '_' and '.'")
     if len(host) > MAX_HOST_LENGTH:
-        raise ValueRejected("invalid_host", "longer than {} characters".format(MAX_HOST_LENGTH))
+        raise ValueRejected("too_long", "host name longer than {} characters".format(MAX_HOST_LENGTH))
     if host[0] == "." or ".." in host:
         raise ValueRejected("invalid_host", "empty label")
     if host[0] == "-" or host[-1] == "-" or "-." in host or ".-" in host:
@@ -295,6 +305,8 @@ def normalise_host(value: str) -> str:
     top = host.rpartition(".")[2]
     if top.isdigit():
         raise ValueRejected("invalid_host", "all-numeric top-level label")
+    if "_" in top:
+        raise ValueRejected("invalid_host", "'_' in the top-level label")
     if len(host) > MAX_LABEL_LENGTH or "xn--" in host:
         for label in host.split("."):
             if len(label) > MAX_LABEL_LENGTH:
@@ -350,9 +362,14 @@ def normalise_url(value: str) -> Tuple[str, bool]:
             raise ValueRejected("invalid_url", "no scheme://host")
         raise ValueRejected("unsupported_scheme", "scheme {!r} is not one of {}".format(
             scheme, ", ".join(sorted(URL_SCHEMES))))
+    backslash = netloc.find("\\")
+    if backslash >= 0:  # a browser ends the authority here, as at "/"
+        netloc, tail = netloc[:backslash], netloc[backslash:] + tail
     if not netloc:
         raise ValueRejected("invalid_url", "no host")
     userinfo, at, hostport = netloc.rpartition("@")
+    if userinfo and not _USERINFO_CHARS.issuperset(userinfo):
+        raise ValueRejected("invalid_url", "bad userinfo")
     if hostport.startswith("["):
         close = hostport.find("]")
         if close < 0:
@@ -374,6 +391,8 @@ def normalise_url(value: str) -> Tuple[str, bool]:
         if port_part[0] != ":" or not (port == "" or (port.isdigit() and port.isascii()
                                                       and int(port) <= 65535)):
             raise ValueRejected("invalid_url", "bad port")
+        if port == "" or port.lstrip("0") == DEFAULT_PORTS.get(scheme, "-").lstrip("0"):
+            port_part = ""  # what a browser connects to anyway
     text = scheme + "://" + userinfo + at + host + port_part + tail
     if len(text) > MAX_URL_LENGTH:
         raise ValueRejected("too_long", "URL longer than {} characters".format(MAX_URL_LENGTH))
@@ -414,6 +433,8 @@ def normalise_email(value: str) -> Tuple[str, bool]:
         raise ValueRejected("invalid_email", "local part is not a plain dot-atom")
     if domain.startswith("["):
         raise ValueRejected("invalid_email", "address literals are not supported")
+    if "_" in domain:
+        raise ValueRejected("invalid_email", "bad domain: '_' is not allowed in a mail domain")
     try:
         domain = normalise_host(domain)
     except ValueRejected as rejected:

@@ -2,19 +2,15 @@
 
 Unlike st2tests' mock it behaves like the real service: values are stored as
 ``str(value)``, ``local=True`` names become ``<pack>.<ClassName>:<name>``,
-TTLs expire, values written with ``encrypt=True`` read back as ciphertext
-unless ``decrypt=True`` is asked for, and ``list_values`` returns one page
-(at most 100 items when no ``limit`` is given, mirroring the API's page cap).
+TTLs expire, and values written with ``encrypt=True`` read back as ciphertext
+unless ``decrypt=True`` is asked for. As in st2tests, ``list_values`` ignores
+``limit``/``offset`` and returns every match.
 """
 import base64
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from st2common.constants.keyvalue import ALLOWED_SCOPES, SYSTEM_SCOPE
-
-# st2's default api.max_page_size: the most items one key listing returns without a limit.
-MAX_PAGE_SIZE = 100
-
 
 class KeyValuePair:
     def __init__(self, name: str, value: str, secret: bool = False,
@@ -62,14 +58,12 @@ class MockDatastoreService:
 
     # -- the four datastore methods -------------------------------------
     def list_values(self, local=True, prefix=None, limit=None, offset=None) -> List[KeyValuePair]:
-        """Names in sorted order, one page: like st2 (``limit = limit or api.max_page_size``),
-        a call without a ``limit`` returns at most ``MAX_PAGE_SIZE`` items, so a caller that
-        does not page sees only the first page, as it would against the real API."""
+        """Every live name under the prefix, sorted. Like st2tests' mock, ``limit`` and
+        ``offset`` are accepted and ignored (the real API pages; the pack's paging is tested
+        against a paging fake in tests/test_datastore.py)."""
         start = self.get_key_prefix() if local else ""
         start += prefix or ""
         names = sorted(n for n in list(self._store) if n.startswith(start) and self._live(n))
-        names = names[offset or 0:]
-        names = names[:limit or MAX_PAGE_SIZE]
         return [self._pair(n, decrypt=False) for n in names]
 
     def get_value(self, name, local=True, scope=SYSTEM_SCOPE, decrypt=False) -> Optional[str]:
