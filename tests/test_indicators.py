@@ -523,7 +523,7 @@ def test_description_attribute_links_back_and_names_the_file():
     for indicator in result.indicators:
         assert indicator["attribute"] == [{
             "type": "Description", "displayed": True,
-            "value": "Assemblyline analysis of Invoice_2026-11-22.docm: " + url}]
+            "value": "Latest Assemblyline analysis: Invoice_2026-11-22.docm: " + url}]
     group_value = result.groups[0]["attribute"][0]["value"]
     assert group_value == ("Assemblyline analysis of Invoice_2026-11-22.docm (submission {}, score 2310, "
                            "verdict malicious, sha256 {}): {}".format(SID, SHA_DOC, url))
@@ -532,12 +532,13 @@ def test_description_attribute_links_back_and_names_the_file():
 def test_description_without_al_url_names_the_submission():
     result = build([tag("network.static.domain", "evil.example.com")], al_url=None)
     assert result.indicators[0]["attribute"][0]["value"] == \
-        "Assemblyline analysis of a.exe, submission " + SID
+        "Latest Assemblyline analysis: a.exe, submission " + SID
 
 
 @pytest.mark.parametrize("classification, labels, expected", [
-    ("TLP:C", None, "TLP:CLEAR"),
-    ("TLP:CLEAR", None, "TLP:CLEAR"),
+    ("TLP:C", None, ""),       # permissive labels are not sent by default (see below)
+    ("TLP:CLEAR", None, ""),
+    ("TLP:W", None, ""),
     ("tlp:g", None, "TLP:GREEN"),
     ("TLP:A", None, "TLP:AMBER"),
     ("TLP:A+S", None, "TLP:AMBER+STRICT"),
@@ -554,7 +555,10 @@ def test_classification_to_security_label(classification, labels, expected):
     result = build([tag("network.static.domain", "evil.example.com", classification=classification)],
                    conf, classification=classification)
     indicator = result.indicators[0]
-    if expected is None:
+    if expected == "":
+        assert "securityLabel" not in indicator and "securityLabel" not in result.groups[0]
+        assert result.counts["unmapped_classification"] == 0
+    elif expected is None:
         assert "securityLabel" not in indicator
         assert result.counts["unmapped_classification"] == 1
         assert any(classification in warning for warning in result.warnings)
@@ -847,7 +851,7 @@ def test_counts_always_have_every_key():
     assert set(counts) == {"Address", "EmailAddress", "File", "Host", "URL", "safelisted",
                            "below_h_type", "rejected", "private", "file_below_min_score", "overflow",
                            "tags_total", "not_indicator", "attribution", "duplicate", "refanged",
-                           "unmapped_classification"}
+                           "unmapped_classification", "unlabelled"}
 
 
 def test_warnings_for_unfinished_submissions():
@@ -1223,3 +1227,36 @@ def test_the_group_xid_is_bounded_and_distinct_for_any_sid(sid):
     assert len(xid) <= 150 and xid == group_xid(sid, "Report", "Org")
     assert xid != group_xid(sid + "z", "Report", "Org")
     assert group_xid("4aBcDeFgHiJkLmNoPqRsTu", "Report", "Org").count("4aBcDeFgHiJkLmNoPqRsTu") == 1
+
+
+@pytest.mark.parametrize("classification, label", [("TLP:C", "TLP:CLEAR"), ("TLP:W", "TLP:WHITE")])
+def test_permissive_labels_are_sent_when_asked_for(classification, label):
+    result = build([tag("network.static.domain", "evil.example.com", classification=classification)],
+                   settings(send_permissive_labels=True), classification=classification)
+    assert result.indicators[0]["securityLabel"] == [{"name": label}]
+
+
+@pytest.mark.parametrize("refuse, sent", [(False, 1), (True, 0)])
+def test_indicators_without_a_mapped_label_can_be_refused(refuse, sent):
+    result = build([tag("network.static.domain", "evil.example.com", classification="SECRET//X"),
+                    tag("network.static.domain", "ok.example.com", classification="TLP:A")],
+                   settings(refuse_unlabelled=refuse), classification="TLP:A")
+    assert summaries(result, "Host") == (["evil.example.com", "ok.example.com"] if not refuse
+                                         else ["ok.example.com"])
+    assert result.counts["unlabelled"] == 1 - sent
+    assert result.counts["unmapped_classification"] == sent
+
+
+@pytest.mark.parametrize("labels, expected", [
+    (["TLP:GREEN", "TLP:AMBER"], ["TLP:AMBER"]),
+    (["TLP:RED", "TLP:CLEAR", "TLP:AMBER+STRICT"], ["TLP:RED"]),
+    (["Org Internal", "TLP:GREEN", "tlp:amber"], ["Org Internal", "tlp:amber"]),
+    (["TLP:GREEN"], ["TLP:GREEN"]),
+    ([], []),
+])
+def test_one_submission_merged_with_another_keeps_the_most_restrictive_tlp(labels, expected):
+    from lib.sending import merge_indicator
+    first = {"type": "Host", "summary": "evil.example.com", "securityLabel": [{"name": n} for n in labels[:1]]}
+    second = {"type": "Host", "summary": "evil.example.com", "securityLabel": [{"name": n} for n in labels[1:]]}
+    merged = merge_indicator(first, second)
+    assert [label["name"] for label in merged.get("securityLabel", [])] == expected

@@ -122,6 +122,15 @@ DEFAULT_RATING_TABLE = {
 # Used when ``mapping.classification_labels`` is not configured (a configured
 # table replaces this one). Assemblyline's default classification engine uses
 # TLP short names; ThreatConnect ships the TLP 2.0 security labels.
+# Traffic Light Protocol labels, least to most restrictive. An indicator's label is the most
+# restrictive one it was ever given: labels are only added (securityLabelWriteType Append),
+# a batch carries one TLP label per indicator (the most restrictive of its sightings), and
+# the permissive ones are not sent unless mapping.send_permissive_labels: an indicator
+# labelled TLP:CLEAR by one submission and TLP:AMBER by another must not look shareable.
+TLP_RANK = {"TLP:CLEAR": 0, "TLP:WHITE": 0, "TLP:GREEN": 1, "TLP:AMBER": 2, "TLP:AMBER+STRICT": 3,
+            "TLP:RED": 4}
+PERMISSIVE_LABELS = frozenset(("TLP:CLEAR", "TLP:WHITE"))
+
 DEFAULT_CLASSIFICATION_LABELS = {
     "TLP:C": "TLP:CLEAR", "TLP:CLEAR": "TLP:CLEAR",
     "TLP:W": "TLP:WHITE", "TLP:WHITE": "TLP:WHITE",
@@ -158,7 +167,7 @@ VERDICT_H_TYPES = {"malicious": "malicious", "highly_suspicious": "suspicious",
                    "suspicious": "suspicious", "info": "info", "safe": "safe"}
 
 FILTER_REASONS = ("safelisted", "below_h_type", "rejected", "private", "file_below_min_score",
-                  "overflow")
+                  "overflow", "unlabelled")
 OTHER_COUNTS = ("tags_total", "not_indicator", "attribution", "duplicate", "refanged",
                 "unmapped_classification")
 
@@ -265,6 +274,8 @@ class MappingSettings:
                             "to security label names")
             labels = {}
         self.labels = {key.strip().upper(): value.strip() for key, value in labels.items()}
+        self.send_permissive_labels = bool(mapping.get("send_permissive_labels", False))
+        self.refuse_unlabelled = bool(mapping.get("refuse_unlabelled", False))
         self.owner = tc.get("owner") if isinstance(tc.get("owner"), str) else ""
         if problems:
             raise ConfigError(problems)
@@ -947,9 +958,11 @@ class _Context:
     def indicator_description(self) -> str:
         """Short on purpose: it is serialised once per indicator."""
         sub = self.sub
+        # With attributeWriteType Singleton this is the latest sighting only; the record of
+        # every submission is its group (associations are additive), with its own Description.
         if sub.al_url:
-            return _fit("Assemblyline analysis of {}".format(sub.file_name), ": " + sub.al_url)
-        return _fit("Assemblyline analysis of {}".format(sub.file_name),
+            return _fit("Latest Assemblyline analysis: {}".format(sub.file_name), ": " + sub.al_url)
+        return _fit("Latest Assemblyline analysis: {}".format(sub.file_name),
                     ", submission {}".format(sub.sid))
 
     def group_description(self) -> str:
@@ -974,6 +987,8 @@ class _Context:
         if found is None:
             label = self.conf.label_for(classification)
             unmapped = label is None and bool(classification)
+            if label and label.upper() in PERMISSIVE_LABELS and not self.conf.send_permissive_labels:
+                label = ""  # mapped on purpose to no label: the indicator's other labels stand
             if unmapped and classification not in self.unmapped:
                 self.unmapped[classification] = None
                 self.warnings.append(
@@ -1003,6 +1018,7 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
     base_tags = context.base_tags if not context.all_attributions else None
     attributes = context.attributes
     label_of = context.label
+    refuse_unlabelled = conf.refuse_unlabelled
     labels_by_classification = context.labels  # likewise
     unmapped = 0
     for tc_type in TC_TYPES:
@@ -1036,6 +1052,9 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
             found = labels_by_classification.get(classification) \
                 if type(classification) is str else None
             labels, no_label = found if found is not None else label_of(classification)
+            if no_label and refuse_unlabelled:
+                counts["unlabelled"] += 1
+                continue
             if extra is not None:
                 indicator = {"type": tc_type, "summary": summary, "rating": rating,
                              "confidence": confidence}
@@ -1060,6 +1079,15 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
         counts[tc_type] = built
     counts["unmapped_classification"] += unmapped
     return indicators
+
+
+def most_restrictive_labels(labels: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """One TLP label, the most restrictive of ``labels``; other labels kept, in order."""
+    tlp = [label for label in labels if str(label.get("name", "")).upper() in TLP_RANK]
+    if len(tlp) < 2:
+        return list(labels)
+    keep = max(tlp, key=lambda label: TLP_RANK[str(label["name"]).upper()])
+    return [label for label in labels if label is keep or label not in tlp]
 
 
 def _file_fields(indicator: Dict[str, Any], extra: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from lib.al_results import TagOrder, check_sid, fetch_results
 from lib.errors import AnalysisNotReady, InputError, PackError, ThreatConnectError
-from lib.indicators import TC_TYPES, build_indicators
+from lib.indicators import TC_TYPES, build_indicators, most_restrictive_labels
 from lib.threatconnect import ThreatConnectClient, iter_jobs
 
 MAX_SIDS = 5000
@@ -100,7 +100,7 @@ def merge_indicator(first: Mapping[str, Any], second: Mapping[str, Any]) -> Dict
             if key not in seen:
                 seen.add(key)
                 combined.append(entry)
-        merged[field] = combined
+        merged[field] = most_restrictive_labels(combined) if field == "securityLabel" else combined
     for field in ("rating", "confidence"):
         values = [v for v in (first.get(field), second.get(field)) if isinstance(v, (int, float))]
         if values:
