@@ -848,7 +848,8 @@ def test_result_is_plain_json():
 
 def test_counts_always_have_every_key():
     counts = build().counts
-    assert set(counts) == {"Address", "EmailAddress", "File", "Host", "URL", "safelisted",
+    assert set(counts) == {"Address", "EmailAddress", "File", "Host", "Mutex", "Registry Key", "URL",
+                           "User Agent", "safelisted",
                            "below_h_type", "rejected", "private", "file_below_min_score", "overflow",
                            "tags_total", "not_indicator", "attribution", "duplicate", "refanged",
                            "unmapped_classification", "unlabelled"}

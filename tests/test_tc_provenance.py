@@ -78,3 +78,30 @@ def test_a_rerun_of_one_submission_adds_no_attribute_or_association(tc):
     after = tc.indicators(TC_OWNER)[SHARED_HOST]
     assert after["attributes"] == before["attributes"] and after["associatedGroups"] == before["associatedGroups"]
     assert after["securityLabels"] == ["TLP:AMBER"]
+
+
+def with_attributions(doc):
+    doc["tags"] = [t for t in doc["tags"] if not t["type"].startswith("attribution.")] + [
+        {"group": "attribution", "type": t, "value": v, "h_type": "malicious", "safelisted": False,
+         "classification": doc["classification"], "sha256s": []}
+        for t, v in (("attribution.family", "EMOTET"), ("attribution.actor", "TA542"),
+                     ("attribution.exploit", "cve-2017-11882"), ("attribution.exploit", "Equation Editor"))]
+    return doc
+
+
+@pytest.mark.parametrize("attribution_groups, expected", [
+    (False, {("Vulnerability", "CVE-2017-11882")}),
+    (True, {("Vulnerability", "CVE-2017-11882"), ("Malware", "EMOTET"), ("Adversary", "TA542")}),
+])
+def test_named_groups_are_shared_by_submissions_and_associated_with_their_indicators(tc, attribution_groups,
+                                                                                    expected):
+    mapping = {"attribution_groups": attribution_groups}
+    one = send(tc, with_attributions(submission("4ddddddddddddddddddddd", "TLP:A", "one.docm")), **mapping)
+    two = send(tc, with_attributions(submission("5eeeeeeeeeeeeeeeeeeeee", "TLP:A", "two.docm")), **mapping)
+    groups = tc.groups(TC_OWNER)
+    named = {(g["type"], g["name"]): xid for xid, g in groups.items() if xid not in (one.group_xid, two.group_xid)}
+    assert set(named) == expected  # one per name, however many submissions named it
+    record = tc.indicators(TC_OWNER)[SHARED_HOST]
+    assert set(record["associatedGroups"]) == {one.group_xid, two.group_xid} | set(named.values())
+    send(tc, with_attributions(submission("5eeeeeeeeeeeeeeeeeeeee", "TLP:A", "two.docm")), **mapping)
+    assert len(tc.groups(TC_OWNER)) == len(groups)  # a rerun adds no group

@@ -79,7 +79,7 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
                   max_tags: int = 1000, max_files: int = 100,
                   order: Optional[TagOrder] = None) -> Dict[str, Any]:
     files = list(_files(full))
-    tags = sorted(_tags(summary), key=(order or TagOrder()).key)
+    tags = sorted(list(_tags(summary)) + list(_section_tags(full)), key=(order or TagOrder()).key)
     cut: Dict[str, int] = {}
     for tag in tags[max_tags:]:
         cut[tag["h_type"]] = cut.get(tag["h_type"], 0) + 1
@@ -99,6 +99,7 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
         "metadata": metadata,
         "files": files[:max_files],
         "tags": tags[:max_tags],
+        "attack": _attack(summary),
         "al_url": link,
         "truncated": {"files": max(0, len(files) - max_files), "tags": max(0, len(tags) - max_tags),
                       "tags_by_h_type": dict(sorted(cut.items())), "metadata": metadata_dropped},
@@ -106,7 +107,79 @@ def shape_results(summary: Mapping[str, Any], full: Mapping[str, Any], link: str
 
 
 # Summary groups kept first, at one h_type, when ``max_tags`` cuts the list.
-_GROUP_PRIORITY = {"ioc": 0, "attribution": 1}
+_GROUP_PRIORITY = {"ioc": 0, "section": 0, "attribution": 1}
+
+# Tag types the summary does not carry, read from the full result's sections.
+SECTION_TAG_TYPES = frozenset(("network.tls.sni", "dynamic.mutex", "dynamic.registry_key",
+                               "network.user_agent"))
+
+
+def h_type_for(score: Any) -> str:
+    """Assemblyline's tag level for the score of the heuristic of the section holding it."""
+    if isinstance(score, bool) or not isinstance(score, int):
+        return "info"  # a section without a heuristic
+    if score >= 1000:
+        return "malicious"
+    if score >= 300:
+        return "suspicious"
+    return "info" if score >= 0 else "safe"
+
+
+MAX_ATTACK_PATTERNS = 100
+
+
+def _attack(summary: Mapping[str, Any]) -> List[Dict[str, str]]:
+    """The summary's ``attack_matrix`` (``{category: [[id, pattern, h_type], ...]}``): one
+    entry per ATT&CK id, its highest level, sorted by id; at most ``MAX_ATTACK_PATTERNS``."""
+    found: Dict[str, Dict[str, str]] = {}
+    matrix = summary.get("attack_matrix")
+    for entries in (matrix.values() if isinstance(matrix, Mapping) else ()):
+        for entry in entries if isinstance(entries, (list, tuple)) else ():
+            if not isinstance(entry, (list, tuple)) or not entry or not isinstance(entry[0], str):
+                continue
+            attack_id = entry[0].strip()
+            pattern = entry[1] if len(entry) > 1 and isinstance(entry[1], str) else ""
+            h_type = entry[2] if len(entry) > 2 and entry[2] in H_RANK else "info"
+            current = found.get(attack_id)
+            if current is None or H_RANK[h_type] > H_RANK[current["h_type"]]:
+                found[attack_id] = {"id": attack_id, "pattern": pattern, "h_type": h_type}
+    return [found[k] for k in sorted(found)][:MAX_ATTACK_PATTERNS]
+
+
+def _section_tags(full: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:
+    """The ``SECTION_TAG_TYPES`` tags of every service result, one per (type, value): the
+    highest level of its sections, every file that produced it, safelisted only if always."""
+    found: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    results = full.get("results")
+    for key, record in (results.items() if isinstance(results, Mapping) else ()):
+        result = record.get("result") if isinstance(record, Mapping) else None
+        if not isinstance(result, Mapping):
+            continue
+        sha256 = key.split(".", 1)[0] if isinstance(key, str) else None
+        for section in result.get("sections") or ():
+            if not isinstance(section, Mapping):
+                continue
+            heuristic = section.get("heuristic")
+            h_type = h_type_for(heuristic.get("score") if isinstance(heuristic, Mapping) else None)
+            for tag in section.get("tags") or ():
+                if not isinstance(tag, Mapping) or tag.get("type") not in SECTION_TAG_TYPES \
+                        or not isinstance(tag.get("value"), str):
+                    continue
+                entry = found.get((tag["type"], tag["value"]))
+                if entry is None:
+                    entry = found[(tag["type"], tag["value"])] = {
+                        "group": "section", "type": tag["type"], "value": tag["value"], "h_type": h_type,
+                        "safelisted": is_true(tag.get("safelisted")),
+                        "classification": section.get("classification") or full.get("classification"),
+                        "sha256s": []}
+                elif H_RANK[h_type] > H_RANK[entry["h_type"]]:
+                    entry["h_type"] = h_type
+                entry["safelisted"] = entry["safelisted"] and is_true(tag.get("safelisted"))
+                if sha256 and sha256 not in entry["sha256s"]:
+                    entry["sha256s"].append(sha256)
+    for entry in found.values():
+        entry["sha256s"].sort()
+        yield entry
 
 
 def _tags(summary: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:

@@ -80,6 +80,7 @@ import hashlib
 import math
 import ntpath
 import posixpath
+import re
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -88,7 +89,8 @@ from lib.al_results import H_RANK, H_TYPES, is_true, verdict_for
 from lib.errors import ConfigError, InputError
 from lib.tc_values import (
     ValueRejected, clean_text, host_is_public, normalise_email, normalise_hash, normalise_host,
-    normalise_ip, normalise_url, refang, refang_url, split_url, tag_name)
+    normalise_ip, normalise_mutex, normalise_registry_key, normalise_url, normalise_user_agent,
+    refang, refang_url, split_url, tag_name)
 
 # Assemblyline tag type -> value kind; the kind names the normaliser and the TC type.
 TAG_KINDS = {
@@ -99,8 +101,21 @@ TAG_KINDS = {
     "network.static.uri": "URL",
     "network.dynamic.uri": "URL",
     "network.email.address": "EmailAddress",
+    # from the full result's section tags (lib.al_results.SECTION_TAG_TYPES), each behind a switch
+    "network.tls.sni": "Host",
+    "dynamic.mutex": "Mutex",
+    "dynamic.registry_key": "Registry Key",
+    "network.user_agent": "User Agent",
 }
-TC_TYPES = ("Address", "EmailAddress", "File", "Host", "URL")  # output order
+# The switch that turns each section tag type on: (mapping key, default).
+SECTION_TAG_SWITCHES = {
+    "network.tls.sni": ("map_tls_sni", True),
+    "dynamic.mutex": ("map_mutexes", True),
+    "dynamic.registry_key": ("map_registry_keys", False),  # dynamic analysis touches many benign keys
+    "network.user_agent": ("map_user_agents", True),
+}
+TC_TYPES = ("Address", "EmailAddress", "File", "Host", "Mutex", "Registry Key", "URL",
+            "User Agent")  # output order
 
 # Attribution tag types copied as ThreatConnect tags, in order of preference
 # when ``max_attribution_tags`` cuts the list.
@@ -108,6 +123,10 @@ ATTRIBUTION_TYPES = (
     "attribution.family", "attribution.actor", "attribution.campaign", "attribution.exploit",
     "attribution.implant", "attribution.network", "av.virus_name")
 _ATTRIBUTION_ORDER = {name: index for index, name in enumerate(ATTRIBUTION_TYPES)}
+# Attribution tag types that name a ThreatConnect group (mapping.attribution_groups).
+ATTRIBUTION_GROUP_TYPES = {"attribution.family": "Malware", "attribution.actor": "Adversary",
+                           "attribution.campaign": "Campaign"}
+_CVE = re.compile(r"^CVE-\d{4}-\d{4,}$", re.IGNORECASE)
 
 # Used when ``mapping.rating_table`` is not configured. A configured table
 # replaces this one; an h_type or key missing from it falls back to
@@ -248,6 +267,9 @@ class MappingSettings:
         self.drop_private = bool(mapping.get("drop_private_addresses", True))
         self.min_file_score = _int_setting(mapping, "min_file_score", 300, None, None, problems)
         self.include_extracted = bool(mapping.get("include_extracted_files", False))
+        self.tag_types = frozenset(
+            name for name in TAG_KINDS
+            if name not in SECTION_TAG_SWITCHES or bool(mapping.get(*SECTION_TAG_SWITCHES[name])))
         self.send_file_path = bool(mapping.get("send_file_path", False))
         self.max_indicators = _int_setting(mapping, "max_indicators_per_submission", 500, 1, None,
                                            problems)
@@ -275,6 +297,9 @@ class MappingSettings:
             labels = {}
         self.labels = {key.strip().upper(): value.strip() for key, value in labels.items()}
         self.send_permissive_labels = bool(mapping.get("send_permissive_labels", False))
+        self.attack_tags = bool(mapping.get("attack_tags", True))
+        self.attribution_groups = bool(mapping.get("attribution_groups", False))
+        self.vulnerability_groups = bool(mapping.get("vulnerability_groups", True))
         self.refuse_unlabelled = bool(mapping.get("refuse_unlabelled", False))
         self.owner = tc.get("owner") if isinstance(tc.get("owner"), str) else ""
         if problems:
@@ -432,6 +457,8 @@ class _Submission:
         self.tags_cut_by_h_type = {str(k): v for k, v in by_h_type.items() if type(v) is int} \
             if isinstance(by_h_type, Mapping) else {}
         self.submitted = next((f for f in self.files if f.get("extracted") is not True), None)
+        attack = results.get("attack")
+        self.attack = attack if isinstance(attack, list) else []
         self.file_name = self._file_name()
 
     def _file_name(self) -> str:
@@ -552,9 +579,39 @@ def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResu
 
     kept = _apply_cap(merged, conf.max_indicators, counts)
     context = _Context(sub, conf, attributions, xid, counts, warnings)
+    named = _attribution_groups(attributions, conf)
+    context.group_refs = [{"groupXid": xid}] + [{"groupXid": g["xid"]} for g in named]
     indicators = _render(merged, kept, context, conf, counts)
     group = _group(sub, conf, context, xid)
-    return BuildResult(indicators, [group], rejections.sorted(), counts, xid, warnings)
+    return BuildResult(indicators, [group] + named, rejections.sorted(), counts, xid, warnings)
+
+
+def _attribution_groups(attributions, conf: MappingSettings) -> List[Dict[str, Any]]:
+    """A Malware / Adversary / Campaign group per family / actor / campaign
+    (``mapping.attribution_groups``) and a Vulnerability group per CVE id among the exploits
+    (``mapping.vulnerability_groups``); xids from owner, type and name, so every submission
+    naming one shares it."""
+    found: Dict[str, Dict[str, Any]] = {}
+    for _, order, name, _ in attributions:
+        tag_type = ATTRIBUTION_TYPES[order]
+        group_type = ATTRIBUTION_GROUP_TYPES.get(tag_type) if conf.attribution_groups else None
+        if tag_type == "attribution.exploit" and conf.vulnerability_groups and _CVE.match(name):
+            group_type, name = "Vulnerability", name.upper()
+        if group_type is None:
+            continue
+        xid = named_group_xid(group_type, name, conf.owner)
+        if xid not in found:
+            found[xid] = {"type": group_type, "name": name[:MAX_GROUP_NAME_LENGTH], "xid": xid,
+                          "tag": [{"name": conf.source_tag}] if conf.source_tag else [],
+                          "attribute": [{"type": ATTRIBUTE_TYPE, "displayed": True,
+                                         "value": "Named by Assemblyline ({})".format(tag_type)}]}
+    return [found[x] for x in sorted(found)]
+
+
+def named_group_xid(group_type: str, name: str, owner: str = "") -> str:
+    """One xid per (owner, group type, case-folded name)."""
+    digest = hashlib.sha256("{}\n{}\n{}".format(owner, group_type, name.casefold()).encode("utf-8"))
+    return "{}:{}:{}".format(XID_PREFIX, group_type.lower().replace(" ", "-"), digest.hexdigest()[:40])
 
 
 def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, int],
@@ -572,7 +629,8 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
     memos: Dict[str, Dict[str, Any]] = {}
     routes = {}  # tag type -> (memo of raw value -> outcome, bucket, outcome function)
     for type_name, kind in TAG_KINDS.items():
-        routes[type_name] = (memos.setdefault(kind, {}), merged[kind], _OUTCOMES[kind])
+        if type_name in conf.tag_types:  # a switched-off type counts as not_indicator
+            routes[type_name] = (memos.setdefault(kind, {}), merged[kind], _OUTCOMES[kind])
     fields = _tag_fields
     rank_of = H_RANK
     min_rank = conf.min_rank
@@ -725,6 +783,9 @@ _OUTCOMES = {
     "Host": _outcome_function(_host_and_scope, refang),
     "URL": _outcome_function(normalise_url, refang_url),
     "EmailAddress": _outcome_function(normalise_email, refang),
+    "Mutex": _outcome_function(normalise_mutex, str),
+    "Registry Key": _outcome_function(normalise_registry_key, str),
+    "User Agent": _outcome_function(normalise_user_agent, str),
 }
 
 
@@ -880,6 +941,7 @@ class _Context:
         self.counts = counts
         self.warnings = warnings
         self.xid = xid
+        self.group_refs = [{"groupXid": xid}]
         self.everywhere = [a for a in attributions if not a[3]]
         self.by_sha: Dict[str, list] = {}
         for attribution in attributions:
@@ -1012,7 +1074,7 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
     ratings = conf.rating_by_rank
     ratings_by_h_type = {name: ratings[rank] for name, rank in H_RANK.items()}
     fields = _merge_fields
-    groups = [{"groupXid": context.xid}]
+    groups = context.group_refs
     for_files = context.for_files
     tags_by_files = context.files  # the memo for_files fills, read inline here
     base_tags = context.base_tags if not context.all_attributions else None
@@ -1101,6 +1163,21 @@ def _file_fields(indicator: Dict[str, Any], extra: Mapping[str, Any]) -> None:
         indicator["fileOccurrence"] = occurrences
 
 
+def _attack_tag_names(attack: Sequence[Any], min_rank: int) -> List[str]:
+    """``T1059 - Command and Scripting Interpreter`` per ATT&CK pattern at or above min_h_type."""
+    names = []
+    for entry in attack:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
+            continue
+        if H_RANK.get(entry.get("h_type"), -1) < min_rank:
+            continue
+        pattern = entry.get("pattern") if isinstance(entry.get("pattern"), str) else ""
+        name = tag_name("{} - {}".format(entry["id"], pattern) if pattern.strip() else entry["id"])
+        if name:
+            names.append(name)
+    return names
+
+
 def _group(sub: _Submission, conf: MappingSettings, context: _Context, xid: str) -> Dict[str, Any]:
     group_type = conf.group_type
     prefix = "Assemblyline {}: ".format(sub.sid)
@@ -1118,7 +1195,11 @@ def _group(sub: _Submission, conf: MappingSettings, context: _Context, xid: str)
             group[field] = sub.date
         elif field == "status":
             group["status"] = INCIDENT_STATUS
-    group["tag"] = [{"name": n} for n in context.tag_names(context.all_attributions)]
+    names = context.tag_names(context.all_attributions)
+    if conf.attack_tags:
+        folded = {n.casefold() for n in names}
+        names += [n for n in _attack_tag_names(sub.attack, conf.min_rank) if n.casefold() not in folded]
+    group["tag"] = [{"name": n} for n in names]
     labels = context.label(None)[0]
     if labels is not None:
         group["securityLabel"] = [dict(label) for label in labels]

@@ -445,6 +445,55 @@ def normalise_email(value: str) -> Tuple[str, bool]:
     return address, host_is_public(domain)
 
 
+# --------------------------------------------------------------------------- host artefacts
+
+MAX_ARTEFACT_LENGTH = 500  # assumption, like MAX_URL_LENGTH: TC does not document it
+# Registry hive abbreviations Assemblyline services write -> the names ThreatConnect requires.
+REGISTRY_HIVES = {
+    "HKLM": "HKEY_LOCAL_MACHINE", "HKCU": "HKEY_CURRENT_USER", "HKCR": "HKEY_CLASSES_ROOT",
+    "HKU": "HKEY_USERS", "HKCC": "HKEY_CURRENT_CONFIG",
+    "\\REGISTRY\\MACHINE": "HKEY_LOCAL_MACHINE", "\\REGISTRY\\USER": "HKEY_USERS",
+}
+REGISTRY_ROOTS = frozenset(REGISTRY_HIVES.values())
+
+
+def _artefact(value: str, kind: str) -> str:
+    if not value.strip():
+        raise ValueRejected("invalid_" + kind, "empty")
+    if not value.isprintable():
+        raise ValueRejected("invalid_" + kind, "contains control characters")
+    text = value.strip()
+    if len(text) > MAX_ARTEFACT_LENGTH:
+        raise ValueRejected("too_long", "longer than {} characters".format(MAX_ARTEFACT_LENGTH))
+    return text
+
+
+def normalise_mutex(value: str) -> Tuple[str, bool]:
+    """A mutex name, kept as written (case matters to Windows' object manager)."""
+    return _artefact(value, "mutex"), True
+
+
+def normalise_user_agent(value: str) -> Tuple[str, bool]:
+    """A User-Agent header value, white space collapsed."""
+    return " ".join(_artefact(value, "user_agent").split()), True
+
+
+def normalise_registry_key(value: str) -> Tuple[str, bool]:
+    """``HKLM\\Software\\X`` -> ``HKEY_LOCAL_MACHINE\\Software\\X`` (ThreatConnect wants ``HKEY_...``)."""
+    text = _artefact(value, "registry_key").replace("/", "\\")
+    for kernel in ("\\REGISTRY\\MACHINE", "\\REGISTRY\\USER"):  # kernel object paths
+        if text.upper() == kernel or text.upper().startswith(kernel + "\\"):
+            hive, sep, rest = kernel, text[len(kernel):len(kernel) + 1], text[len(kernel) + 1:]
+            break
+    else:
+        hive, sep, rest = text.partition("\\")
+    upper = hive.upper()
+    root = REGISTRY_HIVES.get(upper, upper if upper in REGISTRY_ROOTS else None)
+    if root is None:
+        raise ValueRejected("invalid_registry_key", "does not start with a registry hive (HKEY_..., HKLM ...)")
+    return root + (sep + rest if rest else ""), True
+
+
 # --------------------------------------------------------------------------- hashes and tags
 
 _HEX = frozenset("0123456789abcdef")
