@@ -839,7 +839,7 @@ def test_result_is_plain_json():
     assert set(data) == {"indicators", "groups", "rejected", "counts", "overflow", "group_xid", "warnings"}
     assert result.batch_body() == {"indicator": result.indicators, "group": result.groups}
     allowed = {"type", "summary", "rating", "confidence", "tag", "securityLabel", "attribute",
-               "associatedGroups", "md5", "sha1", "sha256", "size", "fileOccurrence"}
+               "associatedGroups", "md5", "sha1", "sha256", "size", "fileOccurrence", "firstSeen", "lastSeen"}
     for indicator in result.indicators:
         assert set(indicator) <= allowed
         assert isinstance(indicator["rating"], int) and 0 <= indicator["rating"] <= 5
@@ -1261,3 +1261,22 @@ def test_one_submission_merged_with_another_keeps_the_most_restrictive_tlp(label
     second = {"type": "Host", "summary": "evil.example.com", "securityLabel": [{"name": n} for n in labels[1:]]}
     merged = merge_indicator(first, second)
     assert [label["name"] for label in merged.get("securityLabel", [])] == expected
+
+
+@pytest.mark.parametrize("seen_dates, expected", [
+    (True, {"firstSeen": "2026-11-22T10:00:00Z", "lastSeen": "2026-11-22T10:07:30Z"}), (False, {})])
+def test_seen_dates_come_from_the_submission_times(seen_dates, expected):
+    result = build([tag("network.static.domain", "evil.example.com")], settings(seen_dates=seen_dates),
+                   completed_at="2026-11-22T10:07:30.123456Z")
+    (indicator,) = result.indicators
+    assert {k: indicator[k] for k in ("firstSeen", "lastSeen") if k in indicator} == expected
+
+
+def test_merged_sightings_keep_the_earliest_first_and_latest_last_seen():
+    from lib.sending import merge_indicator
+    one = {"type": "Host", "summary": "h.example.com", "firstSeen": "2026-11-20T00:00:00Z",
+           "lastSeen": "2026-11-20T01:00:00Z"}
+    two = {"type": "Host", "summary": "h.example.com", "firstSeen": "2026-11-19T00:00:00Z",
+           "lastSeen": "2026-11-22T01:00:00Z"}
+    merged = merge_indicator(one, two)
+    assert (merged["firstSeen"], merged["lastSeen"]) == ("2026-11-19T00:00:00Z", "2026-11-22T01:00:00Z")

@@ -298,6 +298,7 @@ class MappingSettings:
         self.labels = {key.strip().upper(): value.strip() for key, value in labels.items()}
         self.send_permissive_labels = bool(mapping.get("send_permissive_labels", False))
         self.attack_tags = bool(mapping.get("attack_tags", True))
+        self.seen_dates = bool(mapping.get("seen_dates", True))
         self.attribution_groups = bool(mapping.get("attribution_groups", False))
         self.vulnerability_groups = bool(mapping.get("vulnerability_groups", True))
         self.refuse_unlabelled = bool(mapping.get("refuse_unlabelled", False))
@@ -445,6 +446,7 @@ class _Submission:
         self.h_type = score_h_type(self.score, self.verdict)
         self.classification = results.get("classification")
         self.date = tc_datetime(results.get("submitted_at"))
+        self.completed = tc_datetime(results.get("completed_at"))
         al_url = results.get("al_url")
         self.al_url = al_url if isinstance(al_url, str) and al_url.startswith(("https://", "http://")) \
             and al_url.isprintable() and " " not in al_url else None
@@ -1081,6 +1083,7 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
     attributes = context.attributes
     label_of = context.label
     refuse_unlabelled = conf.refuse_unlabelled
+    seen = _seen_dates(context.sub) if conf.seen_dates else None
     labels_by_classification = context.labels  # likewise
     unmapped = 0
     for tc_type in TC_TYPES:
@@ -1136,11 +1139,23 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
                              "associatedGroups": groups}
             if no_label:
                 unmapped += 1
+            if seen:
+                indicator.update(seen)
             append(indicator)
             built += 1
         counts[tc_type] = built
     counts["unmapped_classification"] += unmapped
     return indicators
+
+
+def _seen_dates(sub: _Submission) -> Optional[Dict[str, str]]:
+    """firstSeen = when the file was submitted, lastSeen = when the analysis completed."""
+    seen = {}
+    if sub.date:
+        seen["firstSeen"] = sub.date
+    if sub.completed or sub.date:
+        seen["lastSeen"] = sub.completed or sub.date
+    return seen or None
 
 
 def most_restrictive_labels(labels: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:

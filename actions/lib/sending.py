@@ -105,6 +105,10 @@ def merge_indicator(first: Mapping[str, Any], second: Mapping[str, Any]) -> Dict
         values = [v for v in (first.get(field), second.get(field)) if isinstance(v, (int, float))]
         if values:
             merged[field] = max(values)
+    for field, pick in (("firstSeen", min), ("lastSeen", max)):  # same format: text order is time order
+        values = [v for v in (first.get(field), second.get(field)) if isinstance(v, str)]
+        if values:
+            merged[field] = pick(values)
     return merged
 
 
