@@ -17,6 +17,7 @@ from st2reactor.sensor.base import PollingSensor
 
 from lib.assemblyline import AssemblylineService
 from lib.config import load_config, secret_values
+from lib.dead_letters import DeadLetters
 from lib.errors import AssemblylineError, PackError
 from lib.inbox import Inbox
 from lib.ledger import IngestLedger
@@ -41,6 +42,7 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._service = None
         self._inbox = Inbox(sensor_service, clock=clock)
         self._ledger = IngestLedger(sensor_service, clock=clock)
+        self._dead_letters = DeadLetters(sensor_service, clock=clock)
         self._reconciler = None
         self._recovered = False
         self._backlog = []
@@ -49,7 +51,7 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._retry_at = 0.0
         self._next_reconcile = 0.0
         self._reconcile_failures = 0
-        self.stats = {"dispatched": 0, "duplicates": 0, "malformed": 0, "errors": 0,
+        self.stats = {"dispatched": 0, "duplicates": 0, "malformed": 0, "dead_letters": 0, "errors": 0,
                       "reconcile_errors": 0, "unresolved": 0}
 
     # -- st2 lifecycle (setup stays off the network) ---------------------------
@@ -127,10 +129,8 @@ class AssemblylineNotificationSensor(PollingSensor):
                 continue
             try:
                 trigger, payload = trigger_for(message)
-            except MalformedMessage as problem:
-                self.stats["malformed"] += 1
-                self._logger.warning("Skipped a malformed notification message (%s; ingest_id %s)",
-                                     problem, ingest_id or "unknown")
+            except Exception as problem:  # noqa: BLE001 - no single message may stop the sensor
+                self._dead_letter(message, problem, ingest_id)
                 continue
             self._dispatch(trigger, payload)
             self._inbox.remember(ingest_id)
@@ -138,6 +138,21 @@ class AssemblylineNotificationSensor(PollingSensor):
         dispatched = [i for i in ids if i and self._inbox.seen(i)]
         self._inbox.done(page, dispatched)
         self._resolve(dispatched)
+
+    def _dead_letter(self, message, problem, ingest_id):
+        """Keep a message that cannot become a trigger; the rest of its page goes on.
+
+        Its ingest stays pending, so reconciliation still reports it (by search) later."""
+        kind = "malformed" if isinstance(problem, MalformedMessage) else "unexpected error"
+        self.stats["malformed"] += 1
+        try:
+            self._dead_letters.add(message, "{}: {}".format(kind, self._scrub(problem)), ingest_id)
+            self.stats["dead_letters"] += 1
+        except Exception as error:  # noqa: BLE001 - logged; the page must still finish
+            self._logger.error("Could not keep a dead-letter message (%s)", self._scrub(error))
+        self._logger.warning("Skipped a notification message (%s: %s; ingest_id %s); kept as a dead "
+                             "letter (action list_dead_letters)", kind, self._scrub(problem),
+                             ingest_id or "unknown")
 
     def _resolve(self, ingest_ids):
         """Remove dispatched ingests from the ledger, after the page is marked done: a crash

@@ -55,7 +55,7 @@ def test_defaults_are_applied_recursively():
     assert config["assemblyline"]["retries"] == 5
     assert config["threatconnect"]["verify_tls"] is True
     assert config["threatconnect"]["batch_max_bytes"] == 2000000
-    assert config["ingest"] == {"allowed_roots": [], "max_file_size": 104857600, "follow_symlinks": False,
+    assert config["ingest"] == {"allowed_roots": [], "max_file_size": 104857600, "follow_symlinks": False, "allow_hardlinks": False,
                                 "include_hidden": False, "concurrency": 4, "max_files_per_run": 1000}
     assert config["mapping"]["min_h_type"] == "suspicious"
 

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from lib.errors import UnsafePathError
-from lib.file_selection import FilePolicy, check_path, open_checked, sha256_of, walk_directory
+from lib.file_selection import FilePolicy, check_path, open_checked, snapshot, walk_directory
 
 
 @pytest.fixture
@@ -40,8 +40,10 @@ def test_a_regular_file_under_a_root_opens_and_hashes(tree):
     opened = open_checked(str(root / "a.exe"), policy(root))
     with opened.handle:
         assert opened.size == 15
-        assert sha256_of(opened.handle) == hashlib.sha256(b"MZ evil payload").hexdigest()
-        assert opened.handle.read() == b"MZ evil payload"  # rewound for the upload
+        copy = snapshot(opened, 1024)
+    with copy.handle:
+        assert copy.sha256 == hashlib.sha256(b"MZ evil payload").hexdigest() and copy.size == 15
+        assert copy.handle.read() == b"MZ evil payload"  # rewound for the upload
 
 
 @pytest.mark.parametrize("make_path, reason", [
@@ -160,3 +162,106 @@ def test_walk_refuses_a_directory_outside_the_roots(tree):
     root, outside = tree
     with pytest.raises(UnsafePathError, match="outside the allowed roots"):
         list(walk_directory(str(outside), policy(root)))
+
+
+# -- a directory swapped for a symlink between the check and the open --------------
+
+@pytest.mark.parametrize("follow_symlinks", [False, True])
+@pytest.mark.parametrize("swapped", ["parent", "grandparent", "file"])
+def test_a_path_component_swapped_after_the_check_cannot_open_outside_the_roots(
+        tmp_path, monkeypatch, follow_symlinks, swapped):
+    import lib.file_selection as selection
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "report.txt").write_bytes(b"harmless")
+    outside = tmp_path / "secret"
+    (outside / "b").mkdir(parents=True)
+    (outside / "b" / "report.txt").write_bytes(b"SECRET")
+    (outside / "report.txt").write_bytes(b"SECRET")
+    real_check = selection.check_path
+
+    def check_then_swap(path, pol):
+        checked = real_check(path, pol)  # the check passes on the honest tree ...
+        target = {"parent": (root / "a" / "b", outside / "b"), "grandparent": (root / "a", outside),
+                  "file": (root / "a" / "b" / "report.txt", outside / "b" / "report.txt")}[swapped]
+        os.rename(str(target[0]), str(target[0]) + ".moved")  # ... then the attacker swaps it
+        os.symlink(str(target[1]), str(target[0]))
+        return checked
+    monkeypatch.setattr(selection, "check_path", check_then_swap)
+    with pytest.raises(UnsafePathError, match="changed while being opened"):
+        opened = open_checked(str(root / "a" / "b" / "report.txt"),
+                              policy(root, follow_symlinks=follow_symlinks))
+        opened.handle.close()  # pragma: no cover - only reached when the swap worked
+
+
+def test_an_honest_nested_file_still_opens_and_reads(tmp_path):
+    root = tmp_path / "root"
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "y" / "f.bin").write_bytes(b"payload")
+    opened = open_checked(str(root / "x" / "y" / "f.bin"), policy(root))
+    with opened.handle:
+        assert opened.handle.read() == b"payload" and opened.size == 7
+
+
+
+@pytest.mark.parametrize("mode, change", [
+    ("ab", lambda f: f.write(b"appended after the size check")),  # grew
+    ("r+b", lambda f: f.truncate(4)),                              # shrank
+])
+def test_a_file_that_changes_after_the_size_check_is_refused(tmp_path, mode, change):
+    root = tmp_path / "root"
+    root.mkdir()
+    path = root / "grows.bin"
+    path.write_bytes(b"x" * 100)
+    opened = open_checked(str(path), policy(root, max_file_size=120))
+    with open(str(path), mode) as writer:
+        change(writer)
+    with opened.handle, pytest.raises(UnsafePathError, match="changed while being read"):
+        snapshot(opened, 120)
+
+
+def test_a_file_growing_past_the_limit_uploads_nothing_past_the_limit(tmp_path):
+    """Even a writer racing the read: at most the checked size plus one byte is ever read."""
+    root = tmp_path / "root"
+    root.mkdir()
+    path = root / "big.bin"
+    path.write_bytes(b"y" * 50)
+    opened = open_checked(str(path), policy(root, max_file_size=60))
+    path.write_bytes(b"y" * 5000)  # the same inode, now far larger
+    read = []
+    real_read = opened.handle.read
+    opened.handle.read = lambda n=-1: read.append(n) or real_read(n)
+    with pytest.raises(UnsafePathError, match="changed while being read"):
+        snapshot(opened, 60)
+    assert sum(read) <= 51
+    opened.handle.close()
+
+
+def test_the_snapshot_is_what_is_hashed_and_uploaded(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    path = root / "f.bin"
+    path.write_bytes(b"original bytes")
+    opened = open_checked(str(path), policy(root))
+    with opened.handle:
+        copy = snapshot(opened, 1024)
+    path.write_bytes(b"rewritten later")  # after the read: the upload is unaffected
+    with copy.handle:
+        assert copy.handle.read() == b"original bytes"
+        assert copy.sha256 == hashlib.sha256(b"original bytes").hexdigest()
+
+
+@pytest.mark.parametrize("allow, opens", [(False, False), (True, True)])
+def test_files_with_several_hard_links_follow_the_policy(tmp_path, allow, opens):
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_bytes(b"not meant for upload")
+    os.link(str(outside), str(root / "linked.txt"))  # no path check can see where it came from
+    pol = policy(root, allow_hardlinks=allow)
+    if opens:
+        opened = open_checked(str(root / "linked.txt"), pol)
+        opened.handle.close()
+    else:
+        with pytest.raises(UnsafePathError, match="2 hard links"):
+            open_checked(str(root / "linked.txt"), pol)

@@ -162,6 +162,33 @@ class IngestFileParametersTest(BaseActionTestCase):
         assert len(self.emulator.queue(AL_USER, "st2_threatconnect")) == 1
 
 
+def test_a_file_that_grows_after_its_size_check_is_refused_and_nothing_is_sent(emulator, wire, drop,
+                                                                               monkeypatch):
+    import lib.ingest
+    path = drop / "grows.bin"
+    path.write_bytes(b"MZ" + b"a" * 98)
+    real_open = lib.ingest.open_checked
+
+    def open_then_grow(target, policy):
+        opened = real_open(target, policy)  # checked: 100 bytes, under the limit ...
+        with open(target, "ab") as writer:  # ... then the writer appends past it
+            writer.write(b"b" * 500)
+        return opened
+    monkeypatch.setattr(lib.ingest, "open_checked", open_then_grow)
+    action = IngestFileAction(config=pack_config(al_url=emulator.url, roots=[str(drop)],
+                                                 ingest={"max_file_size": 200}))
+    ok, result = action.run(path=str(path))
+    assert ok is False and "changed while being read" in result["error"]
+    assert emulator.ingests() == []
+
+
+def test_what_is_uploaded_is_exactly_what_was_hashed(emulator, wire, drop):
+    path = drop / "dropper.exe"
+    result = IngestFileAction(config=pack_config(al_url=emulator.url, roots=[str(drop)])).run(path=str(path))
+    [stored] = [i for i in emulator.ingests() if i["ingest_id"] == result["ingest_id"]]
+    assert stored["sha256"] == result["sha256"] == wire.bodies[-1]["metadata"]["sha256"]
+
+
 BAD_PARAMETERS = [
     ({"priority": 251}, "priority must be an integer from 1 to 250 (got 251)"),
     ({"priority": 0}, "priority must be an integer from 1 to 250 (got 0)"),

@@ -192,6 +192,62 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert len(warnings) == 5 and "message is a str, not an object" in warnings[0]
         assert "submission.files is not a list" in warnings[3]
 
+    def poison_page(self, *bad):
+        self.push(3)
+        good = self.emulator.queue(AL_USER, QUEUE)
+        self.emulator.state.queues.clear()
+        for message in [good[0]] + list(bad) + good[1:]:
+            self.emulator.push_message(AL_USER, QUEUE, message)
+
+    def test_a_non_finite_score_is_a_dead_letter_and_never_blocks_the_queue(self):
+        self.push(1, start=100)
+        [poison_template] = self.emulator.queue(AL_USER, QUEUE)
+        self.emulator.state.queues.clear()
+        poisons = []
+        for n, score in enumerate((float("nan"), float("inf"), float("-inf"))):
+            poison = json.loads(json.dumps(poison_template))
+            poison["ingest_id"] = poison["submission"]["sid"] = "poison{}".format(n)
+            poison["score"] = score
+            poisons.append(poison)
+        self.poison_page(*poisons)
+        sensor = self.sensor()
+        sensor.poll()
+        assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid000000", "iid000001", "iid000002"]
+        assert sensor.stats["dead_letters"] == 3
+        sensor.poll()  # nothing is stuck: no page is retried, nothing fires twice
+        restarted = self.sensor()
+        restarted.poll()
+        assert len(self.payloads(COMPLETED)) == 3
+        from list_dead_letters import ListDeadLettersAction
+        action = ListDeadLettersAction(config=self.config, action_service=self.sensor_service)
+        listed = action.run(limit=2)
+        assert listed["count"] == 3 and listed["not_listed"] == 1
+        assert [d["ingest_id"] for d in listed["dead_letters"]] == ["poison0", "poison1"]
+        assert "score is not a finite number (nan)" in listed["dead_letters"][0]["reason"]
+        assert action.run(delete=[listed["dead_letters"][0]["key"]])["count"] == 2
+        refused = action.run(delete=["assemblyline_threatconnect.pending.x"])
+        assert refused[0] is False and "not a dead-letter record" in refused[1]["error"]
+
+    def test_an_unexpected_error_on_one_message_is_a_dead_letter_and_the_page_goes_on(self):
+        import notification_sensor as module
+        self.poison_page({"ingest_id": "boom", "submission": {"sid": "boom"}, "score": 10})
+        real = module.trigger_for
+
+        def exploding(message):
+            if isinstance(message, dict) and message.get("ingest_id") == "boom":
+                raise RuntimeError("a bug in the pack")
+            return real(message)
+        module.trigger_for = exploding
+        try:
+            sensor = self.sensor()
+            sensor.poll()
+        finally:
+            module.trigger_for = real
+        assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid000000", "iid000001", "iid000002"]
+        assert sensor.stats["dead_letters"] == 1
+        warnings = [line for level, line in self.log.lines if level == "WARNING"]
+        assert any("unexpected error: RuntimeError: a bug in the pack" in w for w in warnings)
+
     # -- persistence --------------------------------------------------------------
     def kill_during_dispatch(self, at_call):
         """Run one poll whose ``at_call``-th dispatch never returns (the process is killed)."""
@@ -561,6 +617,17 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid{:06d}".format(n) for n in range(120, 250)]
         self.sensor().poll()  # and all of them were marked done
         assert len(self.payloads(COMPLETED)) == 130
+
+    def test_two_processes_with_the_same_clock_never_overwrite_each_others_pages(self):
+        frozen = lambda: 1700000000.0  # noqa: E731 - a coarse clock, and a fresh counter per process
+        first = Inbox(self.sensor_service, clock=frozen)
+        second = Inbox(self.sensor_service, clock=frozen)  # another sensor, or this one restarted
+        pages = [first.page([{"ingest_id": "a"}]), second.page([{"ingest_id": "b"}])]
+        for page in pages:
+            first.persist(page)
+        assert pages[0].key != pages[1].key
+        recovered = Inbox(self.sensor_service).recover()
+        assert sorted(m["ingest_id"] for p in recovered for m in p.messages) == ["a", "b"]
 
     # -- dedupe memory ------------------------------------------------------------------
     def test_dedupe_memory_is_bounded_least_recent_first(self):

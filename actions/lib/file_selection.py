@@ -2,20 +2,27 @@
 
 Only regular files under a configured allowed root are ever opened. Paths are
 resolved (``realpath``) before the root check, so ``..`` and symlinks cannot
-escape; the file is opened with ``O_NOFOLLOW`` (unless symlinks are allowed) and
+escape. The resolved path is then opened by walking down from the allowed root
+one component at a time, each opened relative to its parent's descriptor with
+``O_NOFOLLOW`` (``openat``): a directory swapped for a symbolic link after the
+check cannot redirect the open outside the root, since ``O_NOFOLLOW`` on the
+final open alone guards only the last component. The file is opened with
 ``O_NONBLOCK`` (a FIFO swapped in cannot hang the action) and checked again on
-the open descriptor with ``fstat``, so a file replaced between the check and the
-open is still caught. Every refusal is an ``UnsafePathError`` with a reason.
+the open descriptor with ``fstat``. Every refusal is an ``UnsafePathError`` with
+a reason.
 """
+import errno
 import fnmatch
 import hashlib
 import os
 import stat
+import tempfile
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from lib.errors import UnsafePathError
 
 HASH_CHUNK = 1024 * 1024
+SPOOL_MEMORY = 8 * 1024 * 1024  # a snapshot larger than this goes to a private temporary file
 
 
 class FilePolicy(NamedTuple):
@@ -23,12 +30,13 @@ class FilePolicy(NamedTuple):
     max_file_size: int
     follow_symlinks: bool = False
     include_hidden: bool = False
+    allow_hardlinks: bool = False
 
     @classmethod
     def from_config(cls, ingest: dict) -> "FilePolicy":
         roots = tuple(os.path.realpath(r) for r in ingest.get("allowed_roots") or [])
         return cls(roots, int(ingest["max_file_size"]), bool(ingest.get("follow_symlinks")),
-                   bool(ingest.get("include_hidden")))
+                   bool(ingest.get("include_hidden")), bool(ingest.get("allow_hardlinks")))
 
 
 class OpenedFile(NamedTuple):
@@ -72,16 +80,14 @@ def open_checked(path: str, policy: FilePolicy) -> OpenedFile:
     """Open ``path`` for reading after every safety check; raise UnsafePathError otherwise."""
     real = check_path(path, policy)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    if not policy.follow_symlinks:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
+    root = max((r for r in policy.allowed_roots if is_within(real, r)), key=len)
     try:
-        fd = os.open(real if policy.follow_symlinks else path, flags)
-    except FileNotFoundError:
-        raise UnsafePathError(path, "no such file")
-    except PermissionError:
-        raise UnsafePathError(path, "it is not readable (permission denied)")
+        fd = _open_beneath(root, real, flags)
     except OSError as exc:
-        raise UnsafePathError(path, "it cannot be opened ({})".format(exc.strerror or exc))
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise UnsafePathError(path, "it changed while being opened (a directory or the file "
+                                        "became a symbolic link)")
+        _raise_open_error(path, exc)
     try:
         size = _check_descriptor(path, fd, policy)
         _check_same_file(path, fd, real)
@@ -90,6 +96,39 @@ def open_checked(path: str, policy: FilePolicy) -> OpenedFile:
         os.close(fd)
         raise
     return OpenedFile(os.path.normpath(path), real, size, handle)
+
+
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_beneath(root: str, real: str, flags: int) -> int:
+    """Open ``real`` (a resolved path under ``root``) component by component from ``root``,
+    never following a symbolic link on the way (``openat`` with ``O_NOFOLLOW``)."""
+    if os.open not in os.supports_dir_fd:  # no openat here: one open, then the same-file check
+        return os.open(real, flags | _NOFOLLOW)
+    parts = [p for p in os.path.relpath(real, root).split(os.sep) if p not in ("", ".")]
+    if not parts:
+        raise OSError(errno.EISDIR, "it is the allowed root itself")
+    dir_fd = os.open(root, _DIRECTORY_FLAGS)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, _DIRECTORY_FLAGS | _NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return os.open(parts[-1], flags | _NOFOLLOW, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _raise_open_error(path: str, exc: OSError) -> None:
+    if isinstance(exc, FileNotFoundError):
+        raise UnsafePathError(path, "no such file")
+    if isinstance(exc, PermissionError):
+        raise UnsafePathError(path, "it is not readable (permission denied)")
+    if exc.errno == errno.EISDIR:
+        raise UnsafePathError(path, "it is a directory")
+    raise UnsafePathError(path, "it cannot be opened ({})".format(exc.strerror or exc))
 
 
 def _check_same_file(path: str, fd: int, real: str) -> None:
@@ -116,6 +155,11 @@ def _check_descriptor(path: str, fd: int, policy: FilePolicy) -> int:
         raise UnsafePathError(path, "it is a socket")
     if not stat.S_ISREG(mode):
         raise UnsafePathError(path, "it is not a regular file")
+    if info.st_nlink > 1 and not policy.allow_hardlinks:
+        # a hard link needs no access to the target's directory: anyone who can write to a
+        # shared allowed root could link a file from elsewhere on the same file system into it
+        raise UnsafePathError(path, "it has {} hard links (ingest.allow_hardlinks is false)".format(
+            info.st_nlink), group="it has several hard links (ingest.allow_hardlinks is false)")
     if info.st_size == 0:
         raise UnsafePathError(path, "it is empty")
     if info.st_size > policy.max_file_size:
@@ -127,14 +171,44 @@ def _check_descriptor(path: str, fd: int, policy: FilePolicy) -> int:
     return info.st_size
 
 
-def sha256_of(handle) -> str:
-    """Hash an open binary file from the start and rewind it for the upload."""
-    digest = hashlib.sha256()
-    handle.seek(0)
-    for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-        digest.update(chunk)
-    handle.seek(0)
-    return digest.hexdigest()
+class Snapshot(NamedTuple):
+    """The bytes that are hashed and uploaded: one read of the file, in memory or spooled."""
+
+    sha256: str
+    size: int
+    handle: "object"  # rewound; the caller closes it
+
+
+def snapshot(opened: OpenedFile, max_file_size: int) -> Snapshot:
+    """Read the opened file once, at most its checked size plus one byte, hashing as it goes.
+
+    The copy (``SpooledTemporaryFile``: in memory up to ``SPOOL_MEMORY`` bytes, then a
+    private temporary file) is what gets uploaded, so the recorded sha256 is the sha256 of
+    the bytes sent. A file that grew or shrank since ``open_checked`` measured it, or that
+    is now over ``max_file_size``, is refused: it changed while being read.
+    """
+    limit = min(opened.size, max_file_size)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+    try:
+        digest = hashlib.sha256()
+        remaining = limit + 1  # one byte more than allowed tells a file that grew
+        opened.handle.seek(0)
+        while remaining > 0:
+            chunk = opened.handle.read(min(HASH_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            digest.update(chunk)
+            spool.write(chunk)
+        read = limit + 1 - remaining
+        if read != opened.size or os.fstat(opened.handle.fileno()).st_size != opened.size:
+            raise UnsafePathError(opened.path, "it changed while being read ({} bytes when checked, "
+                                               "{} read)".format(opened.size, read))
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return Snapshot(digest.hexdigest(), read, spool)
 
 
 class WalkEntry(NamedTuple):

@@ -16,6 +16,7 @@ first): an ingest_id replayed after it was dropped is dispatched again.
 import itertools
 import json
 import time
+import uuid
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
@@ -72,7 +73,11 @@ class Inbox:
 
     def page(self, messages: List[Any]) -> Page:
         """A popped page with its datastore key, not yet written (see ``persist``)."""
-        key = "{}{:017.6f}-{:06d}".format(PAGE_PREFIX, self.clock(), next(self._counter) % 1000000)
+        # Time and counter keep keys in pop order; the random part makes them unique across
+        # processes and restarts (two sensors, or a coarse clock, could otherwise overwrite
+        # an unfinished page).
+        key = "{}{:017.6f}-{:06d}-{}".format(PAGE_PREFIX, self.clock(), next(self._counter) % 1000000,
+                                             uuid.uuid4().hex[:16])
         return Page(key, messages)
 
     def persist(self, page: Page) -> None:

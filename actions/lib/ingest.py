@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 from lib.assemblyline import AssemblylineService
 from lib.errors import InputError, PackError, UnsafePathError
-from lib.file_selection import FilePolicy, open_checked, sha256_of, walk_directory
+from lib.file_selection import FilePolicy, open_checked, snapshot, walk_directory
 from lib.ledger import IngestLedger
 
 METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
@@ -184,14 +184,16 @@ class FileIngester:
                     skip_if_seen: bool = False, dedupe_ttl: int = 0) -> Dict[str, Any]:
         opened = open_checked(path, self.policy)
         with opened.handle:
-            sha256 = sha256_of(opened.handle)
+            copy = snapshot(opened, self.policy.max_file_size)  # hashed and uploaded: the same bytes
+        with copy.handle:
+            sha256 = copy.sha256
             if skip_if_seen:
                 skipped = self._seen_before(sha256, opened.path)
                 if skipped:
                     return skipped
             full_metadata = dict(metadata)
             full_metadata.update({"file_path": opened.path, "hostname": self.hostname, "sha256": sha256})
-            ingest_id = self.service.ingest(opened.handle, os.path.basename(opened.path), params,
+            ingest_id = self.service.ingest(copy.handle, os.path.basename(opened.path), params,
                                             full_metadata, self.queue, threshold, submission_profile)
         outcome = {"path": opened.path, "status": "ingested", "ingest_id": ingest_id, "sha256": sha256,
                    "size": opened.size, "queue": self.queue}

@@ -6,6 +6,7 @@ that is not an object, lacks ``submission``, or carries unexpected types raises
 ``payload_schema`` of the trigger types in ``sensors/notification_sensor.yaml``.
 """
 import datetime
+import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 PACK = "assemblyline_threatconnect"
@@ -49,6 +50,8 @@ def trigger_for(message: Any) -> Tuple[str, Dict[str, Any]]:
     score = message.get("score")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise MalformedMessage("score is not a number")
+    if isinstance(score, float) and not math.isfinite(score):
+        raise MalformedMessage("score is not a finite number ({!r})".format(score))
     common = {
         "ingest_id": ingest_id,
         "sid": sid,
