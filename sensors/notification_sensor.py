@@ -23,6 +23,7 @@ from lib.inbox import Inbox
 from lib.ledger import IngestLedger
 from lib.notifications import MalformedMessage, ingest_id_of, trigger_for
 from lib.reconcile import Reconciler
+from lib.sensor_lease import SensorLease
 
 BACKOFF_BASE_SECONDS = 5
 BACKOFF_CAP_SECONDS = 300
@@ -30,6 +31,7 @@ RECONCILE_INTERVAL_SECONDS = 300
 RECONCILE_BUSY_INTERVAL_SECONDS = 60   # while overdue ingests wait beyond one run's bound
 RECONCILE_BACKOFF_CAP_SECONDS = 3600
 RESET_CLIENT_AFTER_FAILURES = 3
+LEASE_POLLS = 3  # the lease outlives this many poll intervals without a renewal
 
 
 class AssemblylineNotificationSensor(PollingSensor):
@@ -44,6 +46,8 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._ledger = IngestLedger(sensor_service, clock=clock)
         self._dead_letters = DeadLetters(sensor_service, clock=clock)
         self._reconciler = None
+        self._lease = None
+        self._standing_by = False
         self._recovered = False
         self._backlog = []
         self._unpersisted = None  # a popped page whose datastore write failed
@@ -66,11 +70,16 @@ class AssemblylineNotificationSensor(PollingSensor):
         self.set_poll_interval(int(self._settings["poll_interval"]))
         self._service = AssemblylineService(self._settings)
         self._reconciler = Reconciler(self._service, self._ledger, self._inbox, clock=self._clock)
+        self._lease = SensorLease(self.sensor_service, self._settings["notification_queue"],
+                                  ttl_seconds=LEASE_POLLS * int(self._settings["poll_interval"]),
+                                  clock=self._clock)
 
     def poll(self):
         if self._settings is None or self._clock() < self._retry_at:
             return
         try:
+            if not self._hold_lease():
+                return
             self._poll_once()
         except Exception as error:  # noqa: BLE001 - a raising poll() kills the sensor for good
             self._failed(error)
@@ -79,7 +88,29 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._reconcile_if_due()
 
     def cleanup(self):
-        pass
+        if self._lease is not None:
+            try:
+                self._lease.release()
+            except Exception as error:  # noqa: BLE001 - it expires by itself
+                self._logger.warning("Could not release the sensor lease: %s", self._scrub(error))
+
+    def _hold_lease(self):
+        """Only one process polls a queue (StackStorm HA runs a sensor in every container)."""
+        holder = self._lease.acquire()
+        if holder is None:
+            if self._standing_by:
+                self._logger.info("Took over polling queue %s", self._settings["notification_queue"])
+            self._standing_by = False
+            return True
+        if not self._standing_by:
+            self._logger.error(
+                "Another AssemblylineNotificationSensor (%s) is polling queue %s; this one (%s) stands by "
+                "and takes over if that one stops. Under StackStorm HA run this sensor in one sensor "
+                "container (sensor partitioning), or give each pack instance its own "
+                "assemblyline.notification_queue.", holder.get("instance"),
+                self._settings["notification_queue"], self._lease.instance)
+        self._standing_by = True
+        return False
 
     def add_trigger(self, trigger):
         pass

@@ -18,7 +18,8 @@ from lib.datastore import list_all
 from lib.inbox import Inbox
 from lib.ingest import FileIngester
 from lib.ledger import PENDING_PREFIX, IngestLedger
-from notification_sensor import AssemblylineNotificationSensor
+from lib.sensor_lease import LEASE_PREFIX
+from notification_sensor import LEASE_POLLS, AssemblylineNotificationSensor
 from tests.emulators.assemblyline import AssemblylineEmulator
 from tests.helpers import AL_APIKEY, AL_USER, SECRETS, pack_config
 
@@ -71,8 +72,18 @@ class NotificationSensorTest(BaseSensorTestCase):
                                   assemblyline={"page_size": 50, "max_pages_per_poll": 20, "poll_interval": 10})
 
     def sensor(self, config=None):
+        """A new sensor process. The previous one stopped cleanly (st2 called cleanup(), which
+        releases the queue lease), unless it was killed: then its lease has to expire first."""
+        previous = getattr(self, "_last_sensor", None)
+        if previous is not None:
+            if getattr(self, "_killed", False):
+                self.clock.advance(LEASE_POLLS * 10 + 1)  # poll_interval 10 in self.config
+                self._killed = False
+            else:
+                previous.cleanup()
         sensor = AssemblylineNotificationSensor(sensor_service=self.sensor_service,
                                                 config=config or self.config, clock=self.clock)
+        self._last_sensor = sensor
         self.log = ListHandler()
         sensor._logger = logging.getLogger("test.sensor.{}".format(id(sensor)))
         sensor._logger.addHandler(self.log)
@@ -172,7 +183,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert len(pops) == 200  # one request per page
         write_count = getattr(self.sensor_service.datastore_service, "write_count", None)
         if write_count is not None:  # only the stand-in counts writes (upstream st2tests does not)
-            assert write_count <= 2 * 200 + 5  # per page, not per message
+            assert write_count <= 2 * 200 + polls + 5  # per page and one lease renewal per poll, not per message
         assert IngestLedger(self.sensor_service).pending() == []
 
     def test_malformed_messages_are_counted_and_skipped_never_fatal(self):
@@ -267,6 +278,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         with pytest.raises(Killed):
             self.sensor().poll()
         self.sensor_service.dispatch = real_dispatch
+        self._killed = True  # no cleanup(): its queue lease stays until it expires
 
     def restart_and_drain(self):
         restarted = self.sensor()  # a new process with the same datastore
@@ -332,7 +344,9 @@ class NotificationSensorTest(BaseSensorTestCase):
         datastore = self.sensor_service.datastore_service
         working_set_value = datastore.set_value
 
-        def broken(*args, **kwargs):
+        def broken(name, *args, **kwargs):
+            if name.startswith(LEASE_PREFIX):  # the lease was renewed just before; pages fail
+                return working_set_value(name, *args, **kwargs)
             raise RuntimeError("datastore unavailable")
         datastore.set_value = broken
         sensor.poll()  # pops the page, cannot persist it
@@ -628,6 +642,58 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert pages[0].key != pages[1].key
         recovered = Inbox(self.sensor_service).recover()
         assert sorted(m["ingest_id"] for p in recovered for m in p.messages) == ["a", "b"]
+
+    # -- one active sensor per queue (StackStorm HA) -----------------------------------
+    def test_a_second_sensor_process_stands_by_with_a_clear_message_and_takes_over_later(self):
+        self.push(3)
+        first = AssemblylineNotificationSensor(sensor_service=self.sensor_service, config=self.config,
+                                               clock=self.clock)
+        first.setup()
+        second = self.sensor()  # another sensor container, same datastore and queue
+        first.poll()
+        self.push(2, start=3)
+        second.poll()
+        assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid{:06d}".format(n) for n in range(3)]
+        errors = [line for level, line in self.log.lines if level == "ERROR"]
+        assert len(errors) == 1 and "Another AssemblylineNotificationSensor" in errors[0]
+        assert first._lease.instance in errors[0] and "sensor partitioning" in errors[0]
+        second.poll()  # still standing by: one message, not one per poll
+        assert len([1 for level, _ in self.log.lines if level == "ERROR"]) == 1
+        first.poll()   # the holder goes on
+        assert len(self.payloads(COMPLETED)) == 5
+        self.push(1, start=5)
+        self.clock.advance(LEASE_POLLS * 10 + 1)  # the holder dies without cleanup: its lease expires
+        second.poll()
+        assert [p["ingest_id"] for p in self.payloads(COMPLETED)][-1] == "iid000005"
+        assert any("Took over polling" in line for _, line in self.log.lines)
+
+    def test_a_clean_stop_releases_the_queue_at_once(self):
+        first = self.sensor()
+        first.poll()
+        first.cleanup()
+        self.push(1)
+        second = AssemblylineNotificationSensor(sensor_service=self.sensor_service, config=self.config,
+                                                clock=self.clock)
+        second.setup()
+        second.poll()
+        assert [p["ingest_id"] for p in self.payloads(COMPLETED)] == ["iid000000"]
+
+    def test_a_lease_written_over_at_the_same_moment_goes_to_the_last_writer(self):
+        from lib.sensor_lease import SensorLease
+        mine = SensorLease(self.sensor_service, QUEUE, 30, clock=self.clock, instance="a")
+        theirs = SensorLease(self.sensor_service, QUEUE, 30, clock=self.clock, instance="b")
+        real_set = self.sensor_service.set_value
+
+        def racing(name, value, **kwargs):  # b writes right after a, before a reads back
+            real_set(name, value, **kwargs)
+            if '"instance": "a"' in value:
+                real_set(name, value.replace('"instance": "a"', '"instance": "b"'), **kwargs)
+        self.sensor_service.set_value = racing
+        try:
+            assert mine.acquire()["instance"] == "b"
+        finally:
+            self.sensor_service.set_value = real_set
+        assert theirs.acquire() is None and mine.acquire()["instance"] == "b"
 
     # -- dedupe memory ------------------------------------------------------------------
     def test_dedupe_memory_is_bounded_least_recent_first(self):
