@@ -300,3 +300,40 @@ def test_bulk_ingest_lost_by_assemblyline_is_reported_overdue(emulator, tc, drop
     assert run.output["analysis_counts"]["completed"] == 1
     assert [o["ingest_id"] for o in run.output["overdue"]] == lost
     assert len(run.output["submissions"]) == 1
+
+
+def test_a_bulk_run_failing_midway_then_rerun_leaves_no_duplicate_in_threatconnect(emulator, tc, drop):
+    """The first job's upload is processed by TC but its answer is lost (a proxy answers 400):
+    the workflow fails midway. The rerun sends everything again: no duplicate group, indicator
+    or Description."""
+    for index in range(6):  # contents no other test ingested: no cache hit from elsewhere
+        (drop / "m{:03d}.txt".format(index)).write_bytes(sample(900 + index))
+    raw = config(emulator, tc, drop, batch_max_items=8)
+    groups_before, indicators_before = set(tc.groups(TC_OWNER)), len(owner_indicators(tc))
+    jobs_before = {job["id"] for job in tc.jobs()}
+    tc.fail_next(400, count=1, method="POST", path=r"/v2/batch/\d+$", after=True,
+                 body='{"status":"Failure","message":"upload refused"}')
+    first = harness(raw, emulator).run(PACK + ".ingest_to_threatconnect", {"directory": str(drop), "retry_count": 0})
+    assert first.status == "failed" and "400" in first.output["failure"]
+    from lib.config import load_config
+    from lib.threatconnect import ThreatConnectClient
+    client = ThreatConnectClient(load_config(raw)["threatconnect"], sleep=lambda seconds: None)
+    for job in tc.jobs():  # TC runs the job it accepted whatever the pack heard (the emulator on polls)
+        if job["id"] not in jobs_before and job["status"] != "Completed":
+            client.wait(job["id"])
+    landed = len(owner_indicators(tc)) - indicators_before
+    assert landed > 0  # TC did the work the pack never heard about
+    rerun = harness(raw, emulator).run(PACK + ".ingest_to_threatconnect", {"directory": str(drop), "force": True,
+                                                                         "cache_grace": 0})
+    assert rerun.status == "succeeded", rerun.output
+    groups = list(tc.groups(TC_OWNER).values())
+    names = [g["name"] for g in groups]
+    sids = {entry["sid"] for entry in rerun.output["completed"]}
+    new = [g for xid, g in tc.groups(TC_OWNER).items() if xid not in groups_before]
+    assert len(names) == len(set(names)) and len(new) == len(sids) == 6, [g["name"] for g in new]
+    after = owner_indicators(tc)
+    # every indicator once (some were already in TC from other tests' samples), none twice
+    assert landed < len(after) - indicators_before <= rerun.output["indicator_count"]
+    assert "http://evil-c2-905.com/gate.php?id=905" in after
+    for record in after.values():
+        assert len([a for a in record["attributes"] if a["type"] == "Description"]) == 1

@@ -1280,3 +1280,14 @@ def test_merged_sightings_keep_the_earliest_first_and_latest_last_seen():
            "lastSeen": "2026-11-22T01:00:00Z"}
     merged = merge_indicator(one, two)
     assert (merged["firstSeen"], merged["lastSeen"]) == ("2026-11-19T00:00:00Z", "2026-11-22T01:00:00Z")
+
+
+def test_an_indicator_merged_from_several_submissions_keeps_one_description_the_latest():
+    from lib.sending import merge_indicator
+    one = {"type": "Host", "summary": "h.example.com",
+           "attribute": [{"type": "Description", "value": "Latest Assemblyline analysis: a.exe"}]}
+    two = {"type": "Host", "summary": "h.example.com",
+           "attribute": [{"type": "Description", "value": "Latest Assemblyline analysis: b.exe"}]}
+    merged = merge_indicator(one, two)
+    assert merged["attribute"] == [{"type": "Description", "value": "Latest Assemblyline analysis: b.exe"}]
+    assert one["attribute"][0]["value"].endswith("a.exe")  # inputs untouched

@@ -23,8 +23,7 @@ MAX_SIDS = 5000
 # Lists in an indicator that several submissions may contribute to, with the key
 # that identifies one entry.
 _MERGED_LISTS = (("associatedGroups", ("groupXid",)), ("tag", ("name",)),
-                 ("attribute", ("type", "value")), ("securityLabel", ("name",)),
-                 ("fileOccurrence", ("fileName", "path", "date")))
+                 ("securityLabel", ("name",)), ("fileOccurrence", ("fileName", "path", "date")))
 
 
 def check_sids(sids: Any) -> List[str]:
@@ -105,6 +104,13 @@ def merge_indicator(first: Mapping[str, Any], second: Mapping[str, Any]) -> Dict
         values = [v for v in (first.get(field), second.get(field)) if isinstance(v, (int, float))]
         if values:
             merged[field] = max(values)
+    if "attribute" in first or "attribute" in second:
+        # one attribute per type, the later submission's: the indicator's Description names the
+        # latest sighting (each submission's own record is its group, associated above)
+        by_type = {}
+        for entry in list(first.get("attribute") or ()) + list(second.get("attribute") or ()):
+            by_type[entry.get("type") if isinstance(entry, Mapping) else entry] = entry
+        merged["attribute"] = list(by_type.values())
     for field, pick in (("firstSeen", min), ("lastSeen", max)):  # same format: text order is time order
         values = [v for v in (first.get(field), second.get(field)) if isinstance(v, str)]
         if values:
