@@ -225,3 +225,24 @@ def test_tc_batch_status_result_formats():
     assert running == "ThreatConnect batch 41: Running (not finished; ask again later)."
     assert render_result("tc_batch_status.yaml", "failed", {"error": "ThreatConnect batch 99 not found"}) == \
         "Batch status failed: ThreatConnect batch 99 not found"
+
+
+class DeadLettersAliasTest(BaseActionAliasTestCase):
+    action_alias_name = "list_dead_letters"
+
+    def test_format(self):
+        self.assertExtractedParametersMatch("al dead letters", "al dead letters", {})
+        self.assertCommandMatchesExactlyOneFormatString(self.action_alias_db.get_format_strings(), "al dead letters")
+
+
+def test_dead_letters_result_format_renders_each_case():
+    none = render_result("list_dead_letters.yaml", "succeeded", {"count": 0, "not_listed": 0, "dead_letters": []})
+    assert none == "No dead letters: every notification became a trigger."
+    some = render_result("list_dead_letters.yaml", "succeeded", {"count": 3, "not_listed": 1, "dead_letters": [
+        {"ingest_id": "i1", "reason": "malformed: score is not a finite number (nan)"},
+        {"ingest_id": None, "reason": "malformed: message is a str, not an object"}]})
+    assert some.splitlines() == ["3 dead letter(s) (1 not listed):",
+                                 "- i1: malformed: score is not a finite number (nan)",
+                                 "- no ingest_id: malformed: message is a str, not an object"]
+    failed = render_result("list_dead_letters.yaml", "failed", {"error": "list_dead_letters: unknown parameter x"})
+    assert failed == "list_dead_letters: unknown parameter x"
