@@ -35,7 +35,7 @@ $(addprefix test-,$(PYTHONS)): test-%: $(VENV)/%/.installed
 
 venvs: $(addprefix $(VENV)/,$(addsuffix /.installed,$(PYTHONS)))
 
-$(VENV)/%/.installed: requirements.txt requirements-tests.txt tests/requirements-conductor.txt tests/constraints/%.txt
+$(VENV)/%/.installed: requirements.txt requirements-tests.txt tests/requirements-conductor.txt tests/requirements-odm.txt tests/constraints/%.txt
 	@if [ -z "$(PYTHON_$*)" ]; then \
 		echo "make: no Python interpreter for $* found (looked on PATH and under ~/.pyenv/versions)." >&2; \
 		echo "      Install it (e.g. 'pyenv install 3.8' / 'pyenv install 3.11') or pass PYTHON_$*=/path/to/python." >&2; \
@@ -44,6 +44,7 @@ $(VENV)/%/.installed: requirements.txt requirements-tests.txt tests/requirements
 	$(PYTHON_$*) -m venv $(VENV)/$*
 	$(VENV)/$*/bin/python -m pip install --quiet --disable-pip-version-check \
 		-r requirements-tests.txt -r tests/requirements-conductor.txt -c tests/constraints/$*.txt
+	$(VENV)/$*/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r tests/requirements-odm.txt -c tests/constraints/$*.txt
 	touch $@
 
 clean:

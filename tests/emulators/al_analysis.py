@@ -18,7 +18,7 @@ import math
 import re
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlparse, urlsplit
 
 from .al_common import CLASSIFICATION
 
@@ -193,8 +193,9 @@ def _file_type(content: bytes) -> Tuple[str, str, str]:
         return "executable/windows/pe32", "application/x-dosexec", "PE32 executable (GUI) Intel 80386"
     if content.startswith(b"%PDF"):
         return "document/pdf", "application/pdf", "PDF document"
-    if content.startswith(b"uri: "):
-        return "uri/http", "text/plain", "ASCII text"
+    uri_info = _uri_info(content)
+    if uri_info is not None:
+        return "uri/%s" % uri_info["scheme"], "text/plain", "ASCII text"
     if not _is_text(content):
         return "unknown", "application/octet-stream", "data"
     if content.startswith(b"#!"):
@@ -229,15 +230,46 @@ def fake_ssdeep(content: bytes) -> str:
     return "%d:%s:%s" % (block, first, second)
 
 
-def file_info(content: bytes, ts: str) -> Dict[str, Any]:
-    al_type, mime, magic = _file_type(content)
+def _uri_info(content: bytes) -> Optional[Dict[str, Any]]:
+    """The ``uri_info`` of an AL URI file (``uri: <url>``), like the identifier's; None if not one."""
+    if not content.startswith(b"uri: "):
+        return None
+    uri = content[5:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    try:
+        parts = urlparse(uri)
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not parts.scheme:
+        return None
+    # Stored through the URIInfo model: the parts a URI lacks are there as null.
     return {
-        "archive_ts": None, "classification": CLASSIFICATION, "entropy": _entropy(content),
-        "expiry_ts": None, "from_archive": False, "is_section_image": False, "magic": magic,
+        "uri": uri, "scheme": parts.scheme, "netloc": parts.netloc, "path": parts.path or None,
+        "params": parts.params or None, "query": parts.query or None, "fragment": parts.fragment or None,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "hostname": hostname, "port": port or None,
+    }
+
+
+def _dotdump(data: bytes) -> str:
+    return "".join(chr(b) if 32 <= b <= 126 else "." for b in data)
+
+
+def file_info(content: bytes, ts: str) -> Dict[str, Any]:
+    """A file record as the datastore holds it (the ``File`` model; every field present)."""
+    al_type, mime, magic = _file_type(content)
+    header = content[:64]
+    return {
+        "archive_ts": None, "ascii": _dotdump(header), "classification": CLASSIFICATION, "comments": [],
+        "entropy": _entropy(content), "expiry_ts": None, "from_archive": False, "hex": header.hex(),
+        "is_section_image": False, "is_supplementary": False,
+        "label_categories": {"attribution": [], "info": [], "technique": []}, "labels": [], "magic": magic,
         "md5": hashlib.md5(content).hexdigest(), "mime": mime,
         "seen": {"count": 1, "first": ts, "last": ts},
         "sha1": hashlib.sha1(content).hexdigest(), "sha256": hashlib.sha256(content).hexdigest(),
         "size": len(content), "ssdeep": fake_ssdeep(content), "tlsh": None, "type": al_type,
+        "uri_info": _uri_info(content),
     }
 
 
@@ -291,7 +323,7 @@ def section(title: str, body: str, heur: Optional[Dict[str, Any]], tags: Sequenc
         "classification": CLASSIFICATION, "depth": 0, "heuristic": heur, "promote_to": None,
         "tags": [{"type": t, "value": v, "short_type": t.rsplit(".", 1)[-1],
                   "safelisted": rules.is_safelisted(t, v)} for t, v in tags],
-        "title_text": title, "zeroize_on_tag_safe": False,
+        "title_text": title,
     }
 
 

@@ -8,14 +8,14 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from .al_common import CLASSIFICATION, ApiError, flatten, stringify
 from .al_multipart import BAD_REQUEST, parse_multipart
 
-BASE_SERVICES = ["Antivirus", "Extraction", "Filtering", "Networking", "Static Analysis"]
+# The release's default submission profiles (config ``submission.profiles``): display name, services.
+BASE_SERVICES = ["Filtering", "Antivirus", "Static Analysis", "Extraction", "Networking"]
 SUBMISSION_PROFILES = {
-    "static": ("Static Analysis", BASE_SERVICES),
-    "static_with_dynamic": ("Static + Dynamic Analysis", BASE_SERVICES + ["Dynamic Analysis"]),
-    "static_with_internet": ("Internet Connected Static Analysis", BASE_SERVICES + ["Internet Connected"]),
+    "static": ("Static Analysis [OFFLINE]", BASE_SERVICES),
+    "static_with_dynamic": ("Static + Dynamic Analysis [OFFLINE]", BASE_SERVICES + ["Dynamic Analysis"]),
+    "static_with_internet": ("Static Analysis [ONLINE]", BASE_SERVICES + ["Internet Connected"]),
     "static_and_dynamic_with_internet": (
-        "Internet Connected Static + Dynamic Analysis",
-        BASE_SERVICES + ["Dynamic Analysis", "Internet Connected"]),
+        "Static + Dynamic Analysis [ONLINE]", BASE_SERVICES + ["Internet Connected", "Dynamic Analysis"]),
 }
 FETCH_METHODS = ("sha256", "sha1", "md5", "tlsh", "ssdeep", "url")
 INGEST_MAX_PRIORITY = 250
@@ -50,14 +50,13 @@ class IngestRequest:
 def default_params(user: str) -> Dict[str, Any]:
     return {
         "auto_archive": False, "classification": CLASSIFICATION, "deep_scan": False,
-        "delete_after_archive": False, "description": "", "generate_alert": False, "groups": ["USERS"],
-        "ignore_cache": False, "ignore_filtering": False, "ignore_recursion_prevention": False,
-        "ignore_size": False, "initial_data": None, "malicious": False, "max_extracted": MAX_EXTRACTED,
-        "max_supplementary": MAX_EXTRACTED, "never_drop": False, "priority": 1000, "profile": False,
-        "psid": None, "quota_item": False, "service_spec": {},
-        "services": {"excluded": [], "rescan": [], "resubmit": [], "runtime_excluded": [],
-                     "selected": list(BASE_SERVICES)},
-        "submitter": user, "ttl": 30, "type": "INGEST", "use_archive_alternate_dtl": False,
+        "delete_after_archive": False, "description": "", "filetype_override": None, "generate_alert": False,
+        "groups": ["USERS"], "ignore_cache": False, "ignore_filtering": False,
+        "ignore_recursion_prevention": False, "ignore_size": False, "initial_data": None, "malicious": False,
+        "max_extracted": MAX_EXTRACTED, "max_supplementary": MAX_EXTRACTED, "never_drop": False,
+        "priority": 1000, "psid": None, "quota_item": False, "service_spec": {},
+        "services": {"excluded": [], "rescan": [], "resubmit": [], "selected": list(BASE_SERVICES)},
+        "submitter": user, "trace": False, "ttl": 30, "type": "INGEST", "use_archive_alternate_dtl": False,
     }
 
 
@@ -159,7 +158,18 @@ def finalize_params(params: Dict[str, Any], user: str, name: str, is_url: bool,
     if config.max_dtl > 0:
         ttl = int(params.get("ttl") or 0)
         params["ttl"] = min(ttl, config.max_dtl) if ttl else config.max_dtl
-    return params
+    return model_params(params)
+
+
+def model_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    """What survives the server building its ``SubmissionParams`` model: names the model does not
+    have (here or under ``services``) are dropped without an error."""
+    known = default_params("")
+    kept = {k: v for k, v in params.items() if k in known}
+    services = kept.get("services")
+    if isinstance(services, dict):
+        kept["services"] = {k: v for k, v in services.items() if k in known["services"]}
+    return kept
 
 
 def _fetch(fetch: Tuple[str, str], lookup: Lookup, config: IngestConfig) -> bytes:

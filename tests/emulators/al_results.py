@@ -1,15 +1,15 @@
 """File trees, service results, summaries: the result side of a finished analysis."""
-import hashlib
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .al_analysis import (
     ERROR_MARKER, SERVICE_VERSION, SUMMARY_TAG_TYPES, Rules, file_info, h_type_for_score,
     ioc_sections, marker_children, marker_sections, section, zip_members,
 )
-from .al_common import CLASSIFICATION
+from .al_common import CLASSIFICATION, iso, parse_iso
 
 HEUR_RANK = {"safe": 0, "info": 1, "suspicious": 2, "malicious": 3}
 ERROR_SERVICE = "Characterize"
+EMPTY_RESULT_DTL_DAYS = 5  # submission.emptyresult_dtl
 
 
 class FileNode:
@@ -55,15 +55,21 @@ def _service_result(node: FileNode, service: str, sections: List[Dict[str, Any]]
     }
 
 
+ERROR_TYPE_CODES = {"UNKNOWN": 0, "EXCEPTION": 1, "MAX DEPTH REACHED": 10, "MAX FILES REACHED": 11,
+                    "MAX RETRY REACHED": 12, "SERVICE BUSY": 20, "SERVICE DOWN": 21, "TASK PRE-EMPTED": 30}
+
+
 def _service_error(node: FileNode, ts: str) -> Tuple[str, Dict[str, Any]]:
     message = "Emulated service failure (AL-EMU:ERROR marker)"
-    key = "%s.e%s" % (result_key(node.sha256, ERROR_SERVICE), hashlib.md5(message.encode()).hexdigest()[:8])
+    error_type = "EXCEPTION"
+    # Error keys end in ".e<numeric error type>" (1 for EXCEPTION), after the result-style prefix.
+    key = "%s.e%d" % (result_key(node.sha256, ERROR_SERVICE), ERROR_TYPE_CODES[error_type])
     return key, {
         "archive_ts": None, "created": ts, "expiry_ts": None, "sha256": node.sha256,
         "response": {"message": message, "service_debug_info": None, "service_name": ERROR_SERVICE,
                      "service_tool_version": None, "service_version": SERVICE_VERSION,
                      "status": "FAIL_NONRECOVERABLE"},
-        "type": "EXCEPTION",
+        "severity": "error", "type": error_type,
     }
 
 
@@ -90,9 +96,31 @@ def analyse(name: str, content: bytes, rules: Rules, ts: str, max_depth: int = 5
     return node
 
 
+def _empty_result(node: FileNode, service: str, ts: str) -> Dict[str, Any]:
+    """What the datastore makes up for an empty-result key (``...c0.e``): it keeps only the key, so
+    the version comes back as the key spells it and the file's type and size are not known."""
+    started = parse_iso(ts) or 0.0
+    return {
+        "archive_ts": None, "classification": CLASSIFICATION, "created": ts, "drop_file": False,
+        "expiry_ts": iso(started + EMPTY_RESULT_DTL_DAYS * 86400), "from_archive": False, "partial": False,
+        "response": {
+            "extracted": [], "milestones": {"service_started": ts, "service_completed": ts},
+            "service_context": None, "service_debug_info": None, "service_name": service,
+            "service_tool_version": None, "service_version": SERVICE_VERSION.replace(".", "_"), "supplementary": [],
+        },
+        "result": {"score": 0, "sections": []},
+        "sha256": node.sha256, "size": None, "type": None,
+    }
+
+
 def _add(node: FileNode, service: str, sections: List[Dict[str, Any]],
          extracted: List[Dict[str, str]], ts: str) -> None:
-    node.results[result_key(node.sha256, service)] = _service_result(node, service, sections, extracted, ts)
+    result = _service_result(node, service, sections, extracted, ts)
+    if not sections and not extracted and result["result"]["score"] == 0:
+        # An empty result is not stored as a result: its key gets ".e" (the summary skips those)
+        node.results[result_key(node.sha256, service) + ".e"] = _empty_result(node, service, ts)
+    else:
+        node.results[result_key(node.sha256, service)] = result
 
 
 def _extract(node: FileNode, children: List[Tuple[str, bytes]], rules: Rules, ts: str,

@@ -532,7 +532,8 @@ class State:
                 "alternates": {}, "attack_matrix": {}, "classification": CLASSIFICATION,
                 "childrens": [{"name": c.name, "sha256": c.sha256} for c in node.children],
                 "emptys": [], "errors": list(node.errors.values()), "file_info": node.info,
-                "heuristics": {}, "metadata": {}, "parents": [], "results": list(node.results.values()),
+                "heuristics": {}, "metadata": {}, "parents": [],
+                "results": [r for k, r in node.results.items() if not k.endswith(".e")],
                 "signatures": [], "tags": al_results.file_tags(node),
             })
 
