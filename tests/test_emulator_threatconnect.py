@@ -383,6 +383,8 @@ VALID_INDICATORS = [
     host("xn--sterreich-z7a.icom.museum"),
     {"type": "Host", "hostName": "evil_sub.example"},
     {"type": "URL", "text": "http://badguy.example/x?y=1"},
+    {"type": "URL", "summary": "http://badguy.example/z",
+     "associatedIndicators": [{"summary": "badguy.example", "indicatorType": "Host"}]},
     {"type": "URL", "summary": "https://10.0.0.1:8443/a"},
     {"type": "URL", "summary": "http://[2001:db8::1]/"},
     {"type": "Address", "ip": "10.0.0.1"},
@@ -437,6 +439,12 @@ INVALID_INDICATORS = [
     (host("t.example", associatedGroups=[{"xid": "x"}]), "needs a groupXid"),
     (host("t.example", associatedGroups=[{"groupXid": "nowhere"}]), "Association error"),
     ("just a string", "not a JSON object"),
+    ({"type": "URL", "summary": "http://a.example/x", "associatedIndicators": {"summary": "a.example"}},
+     "associatedIndicators must be an array"),
+    ({"type": "URL", "summary": "http://a.example/x",
+      "associatedIndicators": [{"summary": "a.example", "indicatorType": "Domain"}]}, "known indicatorType"),
+    ({"type": "URL", "summary": "http://a.example/x",
+      "associatedIndicators": [{"summary": "A.example", "indicatorType": "Host"}]}, "lower case"),
 ]
 
 

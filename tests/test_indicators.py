@@ -839,7 +839,8 @@ def test_result_is_plain_json():
     assert set(data) == {"indicators", "groups", "rejected", "counts", "overflow", "group_xid", "warnings"}
     assert result.batch_body() == {"indicator": result.indicators, "group": result.groups}
     allowed = {"type", "summary", "rating", "confidence", "tag", "securityLabel", "attribute",
-               "associatedGroups", "md5", "sha1", "sha256", "size", "fileOccurrence", "firstSeen", "lastSeen"}
+               "associatedGroups", "md5", "sha1", "sha256", "size", "fileOccurrence", "firstSeen", "lastSeen",
+               "associatedIndicators"}
     for indicator in result.indicators:
         assert set(indicator) <= allowed
         assert isinstance(indicator["rating"], int) and 0 <= indicator["rating"] <= 5
@@ -1291,3 +1292,23 @@ def test_an_indicator_merged_from_several_submissions_keeps_one_description_the_
     merged = merge_indicator(one, two)
     assert merged["attribute"] == [{"type": "Description", "value": "Latest Assemblyline analysis: b.exe"}]
     assert one["attribute"][0]["value"].endswith("a.exe")  # inputs untouched
+
+
+
+@pytest.mark.parametrize("url, host_tag, expected", [
+    ("http://evil.example.com/gate.php", ("network.static.domain", "evil.example.com"),
+     [{"summary": "evil.example.com", "indicatorType": "Host"}]),
+    ("http://user@evil.example.com:8080/x", ("network.static.domain", "evil.example.com"),
+     [{"summary": "evil.example.com", "indicatorType": "Host"}]),
+    ("http://185.220.101.47:8080/gate.php", ("network.static.ip", "185.220.101.47"),
+     [{"summary": "185.220.101.47", "indicatorType": "Address"}]),
+    ("http://[2001:4860::8888]/x", ("network.static.ip", "2001:4860::8888"),
+     [{"summary": "2001:4860:0:0:0:0:0:8888", "indicatorType": "Address"}]),
+    ("http://other.example.com/x", ("network.static.domain", "evil.example.com"), None),  # host not sent
+])
+def test_a_url_is_associated_with_its_host_indicator_when_both_are_sent(url, host_tag, expected):
+    result = build([tag("network.static.uri", url), tag(*host_tag)])
+    (url_indicator,) = [i for i in result.indicators if i["type"] == "URL"]
+    assert url_indicator.get("associatedIndicators") == expected
+    off = build([tag("network.static.uri", url), tag(*host_tag)], settings(url_host_associations=False))
+    assert all("associatedIndicators" not in i for i in off.indicators)

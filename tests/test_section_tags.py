@@ -129,3 +129,41 @@ def test_attack_patterns_become_tags_on_the_submissions_group():
     assert not any(n.startswith("T1204") for n in names)  # info: below the default min_h_type
     off = build_indicators(results, load_config(pack_config(mapping={"attack_tags": False})))
     assert not any(t["name"].startswith("T1") for t in off.groups[0]["tag"])
+
+
+def with_details():
+    full = dict(FULL, results=dict(FULL["results"]))
+    full["results"][SHA_EXE + ".PE.v4_6_0.cfg"] = {"response": {"service_name": "PE"}, "result": {"score": 0, "sections": [
+        section(None, ("file.pe.imports.imphash", "f34d5f2d4577ed6d9ceec516c1f5a744", False),
+                ("cert.thumbprint", "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678", False)),
+        section(1000, ("network.port", "4444", False), ("network.port", "443", False),
+                ("network.tls.ja3_hash", "e7d705a3286e19ea42f587b344ee6865", False),
+                ("network.port", "80", True)),   # safelisted: not sent
+    ]}}
+    return full
+
+
+def test_file_details_become_attributes_of_the_file_when_types_are_configured():
+    from lib.al_results import TagOrder
+    types = {"file.pe.imports.imphash": "Imphash", "network.port": "Port", "cert.thumbprint": "Certificate Thumbprint"}
+    conf = load_config(pack_config(mapping={"detail_attributes": types}))
+    results = shape_results(SUMMARY, with_details(), "https://al.example.org/submission/" + SID,
+                            order=TagOrder.from_mapping(conf["mapping"]))
+    built = build_indicators(results, conf)
+    (file_indicator,) = [i for i in built.indicators if i["type"] == "File"]
+    details = [(a["type"], a["value"]) for a in file_indicator["attribute"] if a["type"] != "Description"]
+    assert details == [("Certificate Thumbprint", "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"),
+                       ("Imphash", "f34d5f2d4577ed6d9ceec516c1f5a744"), ("Port", "443"), ("Port", "4444")]
+    host = [i for i in built.indicators if i["type"] == "Host"][0]
+    assert [a["type"] for a in host["attribute"]] == ["Description"]  # only the File carries them
+    default = build_indicators(results, load_config(pack_config()))
+    (plain,) = [i for i in default.indicators if i["type"] == "File"]
+    assert [a["type"] for a in plain["attribute"]] == ["Description"]
+
+
+@pytest.mark.parametrize("bad", [{"network.static.ip": "Address"}, {"network.port": ""}, ["Port"]])
+def test_detail_attribute_settings_are_checked_by_name(bad):
+    from lib.errors import ConfigError
+    with pytest.raises(ConfigError, match="mapping.detail_attributes"):
+        build_indicators(shaped()[0], load_config(pack_config(mapping={"detail_attributes": bad}))
+                         if isinstance(bad, dict) else {"mapping": {"detail_attributes": bad}})

@@ -111,7 +111,8 @@ _GROUP_PRIORITY = {"ioc": 0, "section": 0, "attribution": 1}
 
 # Tag types the summary does not carry, read from the full result's sections.
 SECTION_TAG_TYPES = frozenset(("network.tls.sni", "dynamic.mutex", "dynamic.registry_key",
-                               "network.user_agent"))
+                               "network.user_agent", "network.port", "network.tls.ja3_hash",
+                               "file.pe.imports.imphash", "cert.thumbprint"))
 
 
 def h_type_for(score: Any) -> str:

@@ -114,6 +114,12 @@ SECTION_TAG_SWITCHES = {
     "dynamic.registry_key": ("map_registry_keys", False),  # dynamic analysis touches many benign keys
     "network.user_agent": ("map_user_agents", True),
 }
+# Section tags that describe a file rather than name an indicator: File attributes when
+# mapping.detail_attributes names the owner's attribute type for them (off by default:
+# attribute types are configured per ThreatConnect instance).
+DETAIL_TAG_TYPES = frozenset(("network.port", "network.tls.ja3_hash", "file.pe.imports.imphash",
+                              "cert.thumbprint"))
+MAX_DETAIL_LENGTH = 500
 TC_TYPES = ("Address", "EmailAddress", "File", "Host", "Mutex", "Registry Key", "URL",
             "User Agent")  # output order
 
@@ -299,6 +305,14 @@ class MappingSettings:
         self.send_permissive_labels = bool(mapping.get("send_permissive_labels", False))
         self.attack_tags = bool(mapping.get("attack_tags", True))
         self.seen_dates = bool(mapping.get("seen_dates", True))
+        self.url_host_associations = bool(mapping.get("url_host_associations", True))
+        details = mapping.get("detail_attributes") or {}
+        if not isinstance(details, Mapping) or not all(
+                k in DETAIL_TAG_TYPES and isinstance(v, str) and v.strip() for k, v in details.items()):
+            problems.append("mapping.detail_attributes: must map tag types among {} to ThreatConnect "
+                            "attribute type names".format(", ".join(sorted(DETAIL_TAG_TYPES))))
+            details = {}
+        self.detail_attributes = {k: v.strip() for k, v in details.items()}
         self.attribution_groups = bool(mapping.get("attribution_groups", False))
         self.vulnerability_groups = bool(mapping.get("vulnerability_groups", True))
         self.refuse_unlabelled = bool(mapping.get("refuse_unlabelled", False))
@@ -584,8 +598,33 @@ def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResu
     named = _attribution_groups(attributions, conf)
     context.group_refs = [{"groupXid": xid}] + [{"groupXid": g["xid"]} for g in named]
     indicators = _render(merged, kept, context, conf, counts)
+    if conf.url_host_associations:
+        _associate_urls_with_hosts(indicators)
     group = _group(sub, conf, context, xid)
     return BuildResult(indicators, [group] + named, rejections.sorted(), counts, xid, warnings)
+
+
+def _associate_urls_with_hosts(indicators: List[Dict[str, Any]]) -> None:
+    """Each URL indicator is associated with the Host or Address indicator of its host when
+    that one is sent too (``associatedIndicators``, one per URL)."""
+    sent = {(i["type"], i["summary"]) for i in indicators if i["type"] in ("Host", "Address")}
+    for indicator in indicators:
+        if indicator["type"] != "URL":
+            continue
+        host = _url_host_of(indicator["summary"])
+        for kind in ("Host", "Address"):
+            if (kind, host) in sent:
+                indicator["associatedIndicators"] = [{"summary": host, "indicatorType": kind}]
+                break
+
+
+def _url_host_of(url: str) -> str:
+    """The host of a normalised URL summary (as normalise_url wrote it; IPv6 unbracketed)."""
+    _, authority, _ = split_url(url)
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        return hostport[1:hostport.find("]")]
+    return hostport.partition(":")[0]
 
 
 def _attribution_groups(attributions, conf: MappingSettings) -> List[Dict[str, Any]]:
@@ -1084,6 +1123,7 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
     label_of = context.label
     refuse_unlabelled = conf.refuse_unlabelled
     seen = _seen_dates(context.sub) if conf.seen_dates else None
+    file_details = _file_details(context.sub.tags, conf.detail_attributes) if conf.detail_attributes else None
     labels_by_classification = context.labels  # likewise
     unmapped = 0
     for tc_type in TC_TYPES:
@@ -1127,7 +1167,8 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
                 indicator["tag"] = tags
                 if labels is not None:
                     indicator["securityLabel"] = labels
-                indicator["attribute"] = attributes
+                details = file_details.get(extra["hashes"].get("sha256")) if file_details else None
+                indicator["attribute"] = attributes + details if details else attributes
                 indicator["associatedGroups"] = groups
             elif labels is not None:
                 indicator = {"type": tc_type, "summary": summary, "rating": rating,
@@ -1146,6 +1187,23 @@ def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
         counts[tc_type] = built
     counts["unmapped_classification"] += unmapped
     return indicators
+
+
+def _file_details(tags: Sequence[Any], attribute_types: Mapping[str, str]) -> Dict[str, List[Dict[str, Any]]]:
+    """sha256 -> File attributes from section tags (ports, JA3, imphash, certificate
+    thumbprints), typed as ``mapping.detail_attributes`` says; sorted, each value once."""
+    found: Dict[str, Dict[Tuple[str, str], None]] = {}
+    for tag in tags:
+        if not isinstance(tag, Mapping) or tag.get("type") not in attribute_types or is_true(tag.get("safelisted")):
+            continue
+        value = tag.get("value")
+        text = clean_text(str(value), MAX_DETAIL_LENGTH) if isinstance(value, (str, int)) else ""
+        if not text:
+            continue
+        for sha256 in tag.get("sha256s") or ():
+            if isinstance(sha256, str):
+                found.setdefault(sha256.lower(), {})[(attribute_types[tag["type"]], text)] = None
+    return {sha: [{"type": t, "value": v} for t, v in sorted(pairs)] for sha, pairs in found.items()}
 
 
 def _seen_dates(sub: _Submission) -> Optional[Dict[str, str]]:

@@ -23,7 +23,8 @@ MAX_SIDS = 5000
 # Lists in an indicator that several submissions may contribute to, with the key
 # that identifies one entry.
 _MERGED_LISTS = (("associatedGroups", ("groupXid",)), ("tag", ("name",)),
-                 ("securityLabel", ("name",)), ("fileOccurrence", ("fileName", "path", "date")))
+                 ("securityLabel", ("name",)), ("fileOccurrence", ("fileName", "path", "date")),
+                 ("associatedIndicators", ("summary", "indicatorType")))
 
 
 def check_sids(sids: Any) -> List[str]:

@@ -92,7 +92,24 @@ def normalise_indicator(item: Any) -> Dict[str, Any]:
         "fields": {k: v for k, v in item.items()
                    if k not in _INDICATOR_KEYS and k != INDICATOR_VALUE_FIELDS[kind]},
     }
+    _check_associated_indicators(item, label)
     return record
+
+
+def _check_associated_indicators(item: Mapping[str, Any], label: str) -> None:
+    """``associatedIndicators: [{summary, indicatorType}]`` (kept in ``fields``)."""
+    links = item.get("associatedIndicators")
+    if links is None:
+        return
+    if not isinstance(links, list):
+        raise ItemError("Invalid {}: associatedIndicators must be an array".format(label))
+    for link in links:
+        if not isinstance(link, dict) or link.get("indicatorType") not in INDICATOR_VALUE_FIELDS \
+                or not isinstance(link.get("summary"), str):
+            raise ItemError("Invalid {}: associatedIndicators entries need summary and a known "
+                            "indicatorType".format(label))
+        if link["indicatorType"] != "File":
+            check_value(link["indicatorType"], link["summary"])
 
 
 def check_value(kind: str, value: str) -> str:
