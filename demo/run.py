@@ -221,9 +221,9 @@ def _run_matched(report, services, rule, payload, name) -> List[Dict[str, Any]]:
     if status != "succeeded":
         report.reject(name, "workflow", output.get("failure") or str(result.get("errors")))
         return []
-    report.line("        {}: {} indicators {}, batch {}, {} TC errors".format(
-        status, output["indicator_count"], output["counts_by_type"], output["batch_ids"],
-        output["tc_error_count"]))
+    by_type = ", ".join("{} {}".format(n, t) for t, n in sorted(output["counts_by_type"].items()) if n)
+    report.line("        {}: {} indicators ({}), batch {}, {} TC errors".format(
+        status, output["indicator_count"], by_type or "none", output["batch_ids"], output["tc_error_count"]))
     for error in output.get("tc_errors") or []:
         report.reject(error.get("source") or name, "threatconnect", error.get("reason"))
     for reason, count in sorted((output.get("rejected_by_reason") or {}).items()):
