@@ -31,11 +31,16 @@ def verdict_for(score: Optional[int]) -> Optional[str]:
     return "safe"
 
 
+# Assemblyline sids are base62 UUIDs (22 characters); older releases used dashed UUIDs.
+_SID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+MAX_SID_LENGTH = 64
+
+
 def check_sid(sid: Any) -> str:
     """The sid, stripped; raises ``InputError`` unless it looks like an Assemblyline sid."""
     text = sid.strip() if isinstance(sid, str) else ""
-    if not text or "/" in text or not text.isprintable() or " " in text:
-        raise InputError("sid must be an Assemblyline submission ID")
+    if not text or len(text) > MAX_SID_LENGTH or not _SID_CHARS.issuperset(text):
+        raise InputError("sid must be an Assemblyline submission ID (letters, digits, '-' or '_')")
     return text
 
 
