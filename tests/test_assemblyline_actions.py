@@ -343,10 +343,10 @@ class GetSubmissionResultsTest(BaseActionTestCase):
             path=str(path), metadata=extra)["ingest_id"]
         self.emulator.complete_all()
         stored = [i for i in self.emulator.ingests() if i["ingest_id"] == ingest_id][0]
-        assert len(stored["metadata"]) == 156  # 150 + file_path, hostname, sha256, ingest_id, type, ts
+        assert len(stored["metadata"]) == 157  # 150 + file_path, hostname, sha256, st2_ingest_token, ingest_id, type, ts
         result = self.action().run(sid=stored["sid"])
         metadata = result["metadata"]
-        assert len(metadata) == 100 and result["truncated"]["metadata"] == 56
+        assert len(metadata) == 100 and result["truncated"]["metadata"] == 57
         # the pack's own keys survive, then the others in name order
         for key in ("file_path", "hostname", "sha256", "ingest_id", "type", "ts"):
             assert key in metadata

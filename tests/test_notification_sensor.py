@@ -402,6 +402,54 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert payload["file_path"] == str(self.drop / "lost.bin")
         assert IngestLedger(self.sensor_service).pending() == []
 
+    def test_an_ingest_whose_answer_was_lost_is_still_recorded_and_reconciled(self):
+        """Assemblyline accepts the upload, the answer never arrives: the action fails, the
+        token record written before the upload lets reconciliation find and report it."""
+        import lib.assemblyline
+        path = self.drop / "answerless.bin"
+        path.write_bytes(b"beacon http://evil.com/answerless")
+        config = load_config(self.config)
+        service = AssemblylineService(config["assemblyline"])
+        real_ingest = service.ingest
+
+        def answer_lost(*args, **kwargs):
+            real_ingest(*args, **kwargs)  # the server did the work ...
+            raise lib.assemblyline.AssemblylineError("ingest of answerless.bin failed: connection reset")
+        service.ingest = answer_lost
+        ingester = FileIngester.from_config(config, service, self.sensor_service)
+        with pytest.raises(lib.assemblyline.AssemblylineError, match="may have reached Assemblyline"):
+            ingester.ingest_path(str(path), {}, {})
+        [record] = IngestLedger(self.sensor_service).pending()
+        assert record["token"] and record["ingest_id"] == record["token"]
+        self.lose_queued_messages()  # ... and its notification is lost too
+        sensor = self.sensor()
+        self.clock.advance(7200 + 1)
+        sensor.poll()
+        [payload] = self.payloads(COMPLETED)
+        [stored] = [i for i in self.emulator.ingests() if i["name"] == "answerless.bin"]
+        assert payload["ingest_id"] == stored["ingest_id"] != record["token"]
+        assert payload["reconciled"] is True and payload["file_path"] == str(path)
+        assert IngestLedger(self.sensor_service).pending() == []
+
+    def test_a_refused_upload_leaves_no_record_one_that_may_have_landed_does(self):
+        from lib.errors import AssemblylineError
+        path = self.drop / "refused.bin"
+        path.write_bytes(b"x")
+        config = load_config(self.config)
+        for status, kept in ((400, False), (403, False), (503, True), (None, True)):
+            service = AssemblylineService(config["assemblyline"])
+
+            def failing(*args, status=status, **kwargs):
+                raise AssemblylineError("ingest of refused.bin failed", status=status)
+            service.ingest = failing
+            ingester = FileIngester.from_config(config, service, self.sensor_service)
+            with pytest.raises(AssemblylineError):
+                ingester.ingest_path(str(path), {}, {})
+            ledger = IngestLedger(self.sensor_service)
+            assert len(ledger.pending()) == (1 if kept else 0), status
+            for record in ledger.pending():
+                ledger.resolve(record["ingest_id"])
+
     def test_queue_deleted_after_24h_is_recovered(self):
         ingest = self.ingest(b"http://evil.com/old", "old.bin")
         self.emulator.age_messages(90000)

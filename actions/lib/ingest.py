@@ -11,17 +11,19 @@ import re
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from lib.assemblyline import AssemblylineService
-from lib.errors import InputError, PackError, UnsafePathError
+from lib.errors import AssemblylineError, InputError, PackError, UnsafePathError
 from lib.file_selection import FilePolicy, open_checked, snapshot, walk_directory
 from lib.ledger import IngestLedger
 
 METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 METADATA_MAX_VALUE = 4096  # the ingester silently drops longer JSON-encoded values
-RESERVED_METADATA = ("ingest_id", "type", "ts")
+RESERVED_METADATA = ("ingest_id", "type", "ts", "st2_ingest_token")
+TOKEN_METADATA = "st2_ingest_token"  # the pack's own key for an upload, known before its ingest_id
 QUEUE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # the client does not URL-encode queue names
 MAX_PRIORITY = 250  # the server caps priority here
 MAX_CONCURRENCY = 32
@@ -191,13 +193,25 @@ class FileIngester:
                 skipped = self._seen_before(sha256, opened.path)
                 if skipped:
                     return skipped
+            token = uuid.uuid4().hex
             full_metadata = dict(metadata)
-            full_metadata.update({"file_path": opened.path, "hostname": self.hostname, "sha256": sha256})
-            ingest_id = self.service.ingest(copy.handle, os.path.basename(opened.path), params,
-                                            full_metadata, self.queue, threshold, submission_profile)
+            full_metadata.update({"file_path": opened.path, "hostname": self.hostname, "sha256": sha256,
+                                  TOKEN_METADATA: token})
+            # recorded before the upload, so an ingest whose answer is lost is still reconciled
+            early_warning = self._record_token(token, sha256, opened.path)
+            try:
+                ingest_id = self.service.ingest(copy.handle, os.path.basename(opened.path), params,
+                                                full_metadata, self.queue, threshold, submission_profile)
+            except AssemblylineError as error:
+                if not error.transient:  # refused: nothing reached Assemblyline
+                    self.ledger.resolve(token)
+                else:  # the upload may have landed: reconciliation reports what became of it
+                    error.args = (str(error) + "; it may have reached Assemblyline anyway: the sensor's "
+                                  "reconciliation reports it after assemblyline.completion_deadline",)
+                raise
         outcome = {"path": opened.path, "status": "ingested", "ingest_id": ingest_id, "sha256": sha256,
                    "size": opened.size, "queue": self.queue}
-        warning = self._record(ingest_id, sha256, opened.path, dedupe_ttl)
+        warning = self._record(ingest_id, sha256, opened.path, dedupe_ttl, token) or early_warning
         if warning:
             outcome["warning"] = warning
         return outcome
@@ -215,11 +229,21 @@ class FileIngester:
                     "reason": "already ingested as {}".format(previous.get("ingest_id"))}
         return None
 
-    def _record(self, ingest_id: str, sha256: str, path: str, dedupe_ttl: int) -> Optional[str]:
-        """Bookkeeping after a successful ingest. Its failure must not hide the ingest
-        (a failed action would invite a duplicate re-submission), so it becomes a warning."""
+    def _record_token(self, token: str, sha256: str, path: str) -> Optional[str]:
+        try:
+            self.ledger.record_pending(token, sha256, path, self.queue, self.deadline_seconds, token=token)
+        except Exception as exc:  # noqa: BLE001 - the upload still goes ahead; said in the result
+            return "not recorded in the datastore before the upload ({}): if its answer is lost it " \
+                   "cannot be reconciled".format(type(exc).__name__)
+        return None
+
+    def _record(self, ingest_id: str, sha256: str, path: str, dedupe_ttl: int, token: str) -> Optional[str]:
+        """Bookkeeping after a successful ingest: the record under its ingest_id replaces the
+        one under the token. Its failure must not hide the ingest (a failed action would invite
+        a duplicate re-submission), so it becomes a warning (the token record still covers it)."""
         try:
             self.ledger.record_pending(ingest_id, sha256, path, self.queue, self.deadline_seconds)
+            self.ledger.resolve(token)
             if dedupe_ttl:
                 self.ledger.mark_ingested(sha256, ingest_id, path, dedupe_ttl)
         except Exception as exc:  # noqa: BLE001 - any datastore failure

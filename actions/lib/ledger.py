@@ -31,10 +31,13 @@ class IngestLedger:
 
     # -- pending ingests ---------------------------------------------------
     def record_pending(self, ingest_id: str, sha256: str, file_path: str, queue: str,
-                       deadline_seconds: int) -> Dict[str, Any]:
+                       deadline_seconds: int, token: Optional[str] = None) -> Dict[str, Any]:
+        """``token``: the record stands for an upload whose ingest_id is not known (yet)."""
         now = self.clock()
         record = {"ingest_id": ingest_id, "sha256": sha256, "file_path": file_path, "queue": queue,
                   "ingested_at": now, "deadline": now + deadline_seconds}
+        if token:
+            record["token"] = token
         self.datastore.set_value(PENDING_PREFIX + ingest_id, json.dumps(record, sort_keys=True),
                                  ttl=int(deadline_seconds + PENDING_GRACE_SECONDS), local=False)
         return record

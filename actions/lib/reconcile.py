@@ -84,6 +84,12 @@ class Reconciler:
         ingest_id = record["ingest_id"]
         found = self._find(record)
         state = found.get("state") if found is not None else None
+        if record.get("token") and found is not None:  # an upload whose answer was lost: found by token
+            real = self._ingest_id_of(found) or ingest_id
+            if self.inbox.seen(real):  # its queue message came after all
+                self.ledger.resolve(ingest_id)
+                return "already_notified"
+            record = dict(record, ingest_id=real)
         if found is None:
             (trigger, payload), outcome = overdue_payload(record, now), "overdue"
         elif state == "completed":
@@ -99,10 +105,16 @@ class Reconciler:
             (trigger, payload), outcome = overdue_payload(record, now, found), "overdue"
         dispatch(trigger, payload)
         if outcome != "overdue":  # overdue is a warning: a late queue message still fires
-            self.inbox.remember(ingest_id)
+            self.inbox.remember(record["ingest_id"])
         self._checked.pop(ingest_id, None)
         self.ledger.resolve(ingest_id)
         return outcome
+
+    def _ingest_id_of(self, found: Mapping[str, Any]) -> Optional[str]:
+        """The ingest_id Assemblyline gave an upload found by its token (its metadata)."""
+        metadata = (self.service.submission(found["sid"]) or {}).get("metadata") or {}
+        value = metadata.get("ingest_id")
+        return str(value) if value else None
 
     def _find(self, record: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         for query in self._queries(record):
@@ -118,7 +130,10 @@ class Reconciler:
 
     @staticmethod
     def _queries(record: Mapping[str, Any]) -> List[str]:
-        queries = ["metadata.ingest_id:{}".format(quote_query_value(record["ingest_id"]))]
+        if record.get("token"):
+            queries = ["metadata.st2_ingest_token:{}".format(quote_query_value(record["token"]))]
+        else:
+            queries = ["metadata.ingest_id:{}".format(quote_query_value(record["ingest_id"]))]
         if record.get("sha256"):
             queries.append("files.sha256:{} AND state:completed".format(quote_query_value(record["sha256"])))
         return queries
