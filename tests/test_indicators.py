@@ -1304,6 +1304,8 @@ def test_an_indicator_merged_from_several_submissions_keeps_one_description_the_
      [{"summary": "185.220.101.47", "indicatorType": "Address"}]),
     ("http://[2001:4860::8888]/x", ("network.static.ip", "2001:4860::8888"),
      [{"summary": "2001:4860:0:0:0:0:0:8888", "indicatorType": "Address"}]),
+    ("http://evil.example.com\\@good.example.org/x", ("network.static.domain", "evil.example.com"),
+     [{"summary": "evil.example.com", "indicatorType": "Host"}]),  # the host a browser contacts
     ("http://other.example.com/x", ("network.static.domain", "evil.example.com"), None),  # host not sent
 ])
 def test_a_url_is_associated_with_its_host_indicator_when_both_are_sent(url, host_tag, expected):
@@ -1312,3 +1314,15 @@ def test_a_url_is_associated_with_its_host_indicator_when_both_are_sent(url, hos
     assert url_indicator.get("associatedIndicators") == expected
     off = build([tag("network.static.uri", url), tag(*host_tag)], settings(url_host_associations=False))
     assert all("associatedIndicators" not in i for i in off.indicators)
+
+
+
+def test_merged_sightings_keep_every_value_of_an_attribute_type_from_the_later_one():
+    from lib.sending import merge_indicator
+    one = {"type": "File", "summary": "x", "attribute": [{"type": "Description", "value": "a"},
+                                                         {"type": "Imphash", "value": "i1"}]}
+    two = {"type": "File", "summary": "x", "attribute": [{"type": "Description", "value": "b"},
+                                                         {"type": "Port", "value": "443"},
+                                                         {"type": "Port", "value": "4444"}]}
+    assert [(a["type"], a["value"]) for a in merge_indicator(one, two)["attribute"]] == [
+        ("Imphash", "i1"), ("Description", "b"), ("Port", "443"), ("Port", "4444")]

@@ -16,6 +16,9 @@ VERDICT_THRESHOLDS = ((1000, "malicious"), (700, "highly_suspicious"), (300, "su
 # Assemblyline's tag levels (``h_type``), least to most severe.
 H_TYPES = ("safe", "info", "suspicious", "malicious")
 H_RANK = {name: rank for rank, name in enumerate(H_TYPES)}
+# Verdict (verdict_for) -> h_type: the tag h_types have no "highly suspicious".
+VERDICT_H_TYPES = {"malicious": "malicious", "highly_suspicious": "suspicious",
+                   "suspicious": "suspicious", "info": "info", "safe": "safe"}
 METADATA_VALUE_LIMIT = 1024
 METADATA_KEY_LIMIT = 100  # most metadata keys returned; the rest are counted in truncated.metadata
 # Kept first when a submission has more keys than the limit: what the pack itself set and reads back.
@@ -124,11 +127,7 @@ def h_type_for(score: Any) -> str:
     """Assemblyline's tag level for the score of the heuristic of the section holding it."""
     if isinstance(score, bool) or not isinstance(score, int):
         return "info"  # a section without a heuristic
-    if score >= 1000:
-        return "malicious"
-    if score >= 300:
-        return "suspicious"
-    return "info" if score >= 0 else "safe"
+    return VERDICT_H_TYPES[verdict_for(score)]
 
 
 MAX_ATTACK_PATTERNS = 100

@@ -85,12 +85,12 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from lib.al_results import H_RANK, H_TYPES, is_true, verdict_for
+from lib.al_results import H_RANK, H_TYPES, VERDICT_H_TYPES, is_true, verdict_for
 from lib.errors import ConfigError, InputError
 from lib.tc_values import (
     ValueRejected, clean_text, host_is_public, normalise_email, normalise_hash, normalise_host,
     normalise_ip, normalise_mutex, normalise_registry_key, normalise_url, normalise_user_agent,
-    refang, refang_url, split_url, tag_name)
+    refang, refang_url, tag_name, url_host)
 
 # Assemblyline tag type -> value kind; the kind names the normaliser and the TC type.
 TAG_KINDS = {
@@ -187,9 +187,6 @@ GROUP_REQUIRED_FIELDS = {
 }
 INCIDENT_STATUS = "New"
 
-# Verdict (al_results.verdict_for) -> h_type: the tag h_types have no "highly suspicious".
-VERDICT_H_TYPES = {"malicious": "malicious", "highly_suspicious": "suspicious",
-                   "suspicious": "suspicious", "info": "info", "safe": "safe"}
 
 FILTER_REASONS = ("safelisted", "below_h_type", "rejected", "private", "file_below_min_score",
                   "overflow", "unlabelled")
@@ -611,20 +608,11 @@ def _associate_urls_with_hosts(indicators: List[Dict[str, Any]]) -> None:
     for indicator in indicators:
         if indicator["type"] != "URL":
             continue
-        host = _url_host_of(indicator["summary"])
+        host = url_host(indicator["summary"])
         for kind in ("Host", "Address"):
             if (kind, host) in sent:
                 indicator["associatedIndicators"] = [{"summary": host, "indicatorType": kind}]
                 break
-
-
-def _url_host_of(url: str) -> str:
-    """The host of a normalised URL summary (as normalise_url wrote it; IPv6 unbracketed)."""
-    _, authority, _ = split_url(url)
-    hostport = authority.rpartition("@")[2]
-    if hostport.startswith("["):
-        return hostport[1:hostport.find("]")]
-    return hostport.partition(":")[0]
 
 
 def _attribution_groups(attributions, conf: MappingSettings) -> List[Dict[str, Any]]:
@@ -774,14 +762,9 @@ def _authority_of_non_web_uri(raw: str, rejected: ValueRejected) -> Optional[Tup
     """``(TC type, summary, is_public)`` of the host a non-web URI (``tcp://``, ``udp://``,
     ``smb://`` ...) contacts: an Address or a Host; None when it has none worth sending."""
     try:
-        _, authority, _ = split_url(refang_url(raw.strip()))
+        host = url_host(refang_url(raw.strip()))
     except ValueRejected:
         return None
-    hostport = authority.rpartition("@")[2]
-    if hostport.startswith("["):
-        host = hostport[1:hostport.find("]")] if "]" in hostport else ""
-    else:
-        host = hostport.partition(":")[0]
     if not host:
         return None
     try:

@@ -84,6 +84,10 @@ class Collected:
         return counts
 
 
+def _attribute_type(attribute: Any) -> Any:
+    return attribute.get("type") if isinstance(attribute, Mapping) else attribute
+
+
 def merge_indicator(first: Mapping[str, Any], second: Mapping[str, Any]) -> Dict[str, Any]:
     """One indicator seen in two submissions: both groups, tags, attributes and labels.
 
@@ -106,12 +110,12 @@ def merge_indicator(first: Mapping[str, Any], second: Mapping[str, Any]) -> Dict
         if values:
             merged[field] = max(values)
     if "attribute" in first or "attribute" in second:
-        # one attribute per type, the later submission's: the indicator's Description names the
-        # latest sighting (each submission's own record is its group, associated above)
-        by_type = {}
-        for entry in list(first.get("attribute") or ()) + list(second.get("attribute") or ()):
-            by_type[entry.get("type") if isinstance(entry, Mapping) else entry] = entry
-        merged["attribute"] = list(by_type.values())
+        # as attributeWriteType Singleton does in TC: the later sighting's attribute types
+        # replace the earlier's (one Description, the latest; each submission's own record is
+        # its group, associated above), and several values of one type from one sighting stay
+        later = list(second.get("attribute") or ())
+        replaced = {_attribute_type(a) for a in later}
+        merged["attribute"] = [a for a in first.get("attribute") or () if _attribute_type(a) not in replaced] + later
     for field, pick in (("firstSeen", min), ("lastSeen", max)):  # same format: text order is time order
         values = [v for v in (first.get(field), second.get(field)) if isinstance(v, str)]
         if values:

@@ -351,6 +351,26 @@ def split_url(value: str) -> Tuple[str, str, str]:
     return scheme, rest[:end], rest[end:]
 
 
+def _browser_authority(netloc: str, tail: str) -> Tuple[str, str]:
+    """A browser ends the authority at a backslash too, as at ``/``."""
+    backslash = netloc.find("\\")
+    if backslash < 0:
+        return netloc, tail
+    return netloc[:backslash], netloc[backslash:] + tail
+
+
+def url_host(value: str) -> str:
+    """The host text of ``scheme://[userinfo@]host[:port]...`` as a browser reads it (an IPv6
+    literal without its brackets); ``""`` when there is none. Not validated: that is the
+    caller's (``normalise_url``, ``normalise_ip``, ``normalise_host``)."""
+    _, netloc, tail = split_url(value)
+    hostport = _browser_authority(netloc, tail)[0].rpartition("@")[2]
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        return hostport[1:close] if close > 0 else ""
+    return hostport.partition(":")[0]
+
+
 def normalise_url(value: str) -> Tuple[str, bool]:
     """Return ``(url, host_is_public)``: scheme and host lower-case, host validated."""
     if " " in value or not value.isprintable():
@@ -362,9 +382,7 @@ def normalise_url(value: str) -> Tuple[str, bool]:
             raise ValueRejected("invalid_url", "no scheme://host")
         raise ValueRejected("unsupported_scheme", "scheme {!r} is not one of {}".format(
             scheme, ", ".join(sorted(URL_SCHEMES))))
-    backslash = netloc.find("\\")
-    if backslash >= 0:  # a browser ends the authority here, as at "/"
-        netloc, tail = netloc[:backslash], netloc[backslash:] + tail
+    netloc, tail = _browser_authority(netloc, tail)
     if not netloc:
         raise ValueRejected("invalid_url", "no host")
     userinfo, at, hostport = netloc.rpartition("@")
