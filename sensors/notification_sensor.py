@@ -21,7 +21,7 @@ from lib.dead_letters import DeadLetters
 from lib.errors import AssemblylineError, PackError
 from lib.inbox import Inbox
 from lib.ledger import IngestLedger
-from lib.notifications import MalformedMessage, ingest_id_of, trigger_for
+from lib.notifications import OVERDUE, MalformedMessage, delivery_key_of, ingest_id_of, trigger_for
 from lib.reconcile import Reconciler
 from lib.sensor_lease import SensorLease
 
@@ -153,9 +153,13 @@ class AssemblylineNotificationSensor(PollingSensor):
             self._backlog.pop(0)
 
     def _dispatch_page(self, page):
+        if page.triggers is not None:
+            self._dispatch_outcomes(page)
+            return
+        remembered, dispatched = [], []
         for message in page.messages:
-            ingest_id = ingest_id_of(message)
-            if ingest_id and self._inbox.seen(ingest_id):
+            ingest_id, key = ingest_id_of(message), delivery_key_of(message)
+            if (key and self._inbox.seen(key)) or (ingest_id and self._inbox.seen(ingest_id)):
                 self.stats["duplicates"] += 1
                 continue
             try:
@@ -163,12 +167,31 @@ class AssemblylineNotificationSensor(PollingSensor):
             except Exception as problem:  # noqa: BLE001 - no single message may stop the sensor
                 self._dead_letter(message, problem, ingest_id)
                 continue
-            self._dispatch(trigger, payload)
-            self._inbox.remember(ingest_id)
-        ids = [ingest_id_of(m) for m in page.messages]
-        dispatched = [i for i in ids if i and self._inbox.seen(i)]
-        self._inbox.done(page, dispatched)
+            self._dispatch(trigger, payload, page.recovered)
+            keys = list(dict.fromkeys([ingest_id, key]))
+            for seen in keys:
+                self._inbox.remember(seen)
+            remembered.extend(keys)
+            dispatched.append(ingest_id)
+        self._inbox.done(page, remembered)
         self._resolve(dispatched)
+
+    def _dispatch_outcomes(self, page):
+        """A reconciled outcome stored by an earlier process that may have died before or after
+        dispatching it: dispatched again (flagged ``redelivered``) unless already remembered."""
+        remembered = []
+        for trigger, payload, ledger_key, *keys in page.triggers:
+            keys = keys[0] if keys else [payload["ingest_id"]]
+            if trigger != OVERDUE and any(self._inbox.seen(k) for k in keys):
+                self.stats["duplicates"] += 1
+            else:
+                self._dispatch(trigger, dict(payload), page.recovered)
+            if trigger != OVERDUE:
+                for key in keys:
+                    self._inbox.remember(key)
+                remembered.extend(keys)
+            self._resolve([ledger_key])
+        self._inbox.done(page, remembered)
 
     def _dead_letter(self, message, problem, ingest_id):
         """Keep a message that cannot become a trigger; the rest of its page goes on.
@@ -196,7 +219,11 @@ class AssemblylineNotificationSensor(PollingSensor):
             self._logger.warning("Could not remove dispatched ingests from the ledger (reconciliation "
                                  "will): %s", self._scrub(error))
 
-    def _dispatch(self, trigger, payload):
+    def _dispatch(self, trigger, payload, redelivered=False):
+        """``redelivered``: from a page an earlier process stored and did not mark done, so this
+        trigger may have fired before (delivery is at least once); rules can filter on it."""
+        if redelivered:
+            payload["redelivered"] = True
         self.sensor_service.dispatch(trigger=trigger, payload=payload, trace_tag=payload["ingest_id"])
         self.stats["dispatched"] += 1
 

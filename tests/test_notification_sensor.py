@@ -121,6 +121,7 @@ class NotificationSensorTest(BaseSensorTestCase):
             message = json.loads(encoded)
             message["ingest_id"] = message["submission"]["sid"] = "iid{:06d}".format(n)
             message["submission"]["metadata"]["ingest_id"] = message["ingest_id"]
+            message["submission"]["metadata"]["st2_ingest_token"] = "token{:06d}".format(n)  # one upload each
             self.emulator.push_message(AL_USER, QUEUE, message)
 
     # -- setup ------------------------------------------------------------------
@@ -302,6 +303,10 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert sorted(set(ids)) == ["iid{:06d}".format(n) for n in range(120)]
         repeated = sorted(i for i in set(ids) if ids.count(i) > 1)
         assert repeated == ["iid{:06d}".format(n) for n in range(29)]
+        payloads = self.payloads(COMPLETED)
+        # every repeat is flagged: the whole page the dead process stored (50) is marked redelivered
+        assert all(p.get("redelivered") is True for p in payloads[29:79])
+        assert not any("redelivered" in p for p in payloads[:29] + payloads[79:])
 
     def test_restart_does_not_fire_twice(self):
         self.push(60)
@@ -575,6 +580,118 @@ class NotificationSensorTest(BaseSensorTestCase):
         restarted.poll()
         assert len(self.payloads(OVERDUE)) == 1 and IngestLedger(self.sensor_service).pending() == []
 
+    # -- reconciled outcomes are as durable as popped pages -------------------------
+    def lost_ingest(self, name):
+        """An ingest whose queue message is lost: only reconciliation can report it."""
+        ingest = self.ingest(("lost http://evil.com/" + name).encode(), name)
+        self.lose_queued_messages()
+        return ingest
+
+    def test_a_reconciled_outcome_is_remembered_across_a_restart(self):
+        ingest = self.lost_ingest("remembered.bin")
+        sensor = self.sensor()
+        self.clock.advance(7201)
+        sensor.poll()
+        [reconciled] = self.payloads(COMPLETED)
+        assert reconciled["reconciled"] is True
+        restarted = self.sensor()  # a new process: the outcome is known from the datastore
+        self.emulator.push_message(AL_USER, QUEUE, {"ingest_id": ingest["ingest_id"], "score": 0,
+                                                    "submission": {"sid": ingest["ingest_id"],
+                                                                   "metadata": {"ingest_id": ingest["ingest_id"]}}})
+        restarted.poll()  # its late queue message
+        assert len(self.payloads(COMPLETED)) == 1 and restarted.stats["duplicates"] == 1
+
+    def kill_at_reconciled_dispatch(self, sensor):
+        class Killed(BaseException):
+            pass
+        real_dispatch = self.sensor_service.dispatch
+
+        def dying(*args, **kwargs):
+            raise Killed()
+        self.sensor_service.dispatch = dying
+        with pytest.raises(Killed):
+            sensor.poll()
+        self.sensor_service.dispatch = real_dispatch
+        self._killed = True
+
+    def test_a_kill_before_a_reconciled_dispatch_fires_it_once_after_restart_flagged(self):
+        ingest = self.lost_ingest("killed.bin")
+        sensor = self.sensor()
+        self.clock.advance(7201)
+        self.kill_at_reconciled_dispatch(sensor)
+        assert self.get_dispatched_triggers() == []
+        restarted = self.sensor()
+        restarted.poll()
+        restarted._next_reconcile = 0
+        restarted.poll()
+        [payload] = self.payloads(COMPLETED)
+        assert payload["ingest_id"] == ingest["ingest_id"] and payload["redelivered"] is True
+        assert IngestLedger(self.sensor_service).pending() == []
+
+    def test_a_kill_around_an_overdue_report_never_repeats_it_unflagged(self):
+        self.emulator.set(analysis_delay=None)
+        self.ingest(b"never http://evil.com/killed-overdue", "never.bin")
+        sensor = self.sensor()
+        sensor.poll()
+        self.clock.advance(7201 + 24 * 3600)
+        real_resolve = IngestLedger.resolve
+
+        class Killed(BaseException):
+            pass
+
+        def dying_resolve(ledger, ingest_id):
+            raise Killed()  # dispatched, then killed before the record left the ledger
+        IngestLedger.resolve = dying_resolve
+        try:
+            with pytest.raises(Killed):
+                sensor.poll()
+        finally:
+            IngestLedger.resolve = real_resolve
+        self._killed = True
+        restarted = self.sensor()
+        restarted.poll()
+        self.clock.advance(3600)
+        restarted._next_reconcile = 0
+        restarted.poll()
+        first, again = self.payloads(OVERDUE)
+        assert "redelivered" not in first and again["redelivered"] is True
+        assert IngestLedger(self.sensor_service).pending() == []
+
+    def test_pending_records_never_expire_so_a_sensor_down_for_weeks_still_reports(self):
+        real_set, ttls = self.sensor_service.set_value, {}
+
+        def recording_set(name, value, ttl=None, **kwargs):
+            ttls[name] = ttl
+            return real_set(name, value, ttl=ttl, **kwargs)
+        self.sensor_service.set_value = recording_set
+        ingest = self.lost_ingest("weeks.bin")
+        self.sensor_service.set_value = real_set
+        assert ttls[PENDING_PREFIX + ingest["ingest_id"]] is None
+        self.clock.advance(30 * 24 * 3600)
+        self.sensor().poll()
+        [payload] = self.payloads(COMPLETED)
+        assert payload["ingest_id"] == ingest["ingest_id"] and payload["reconciled"] is True
+
+    def test_the_clients_own_retry_of_a_lost_pop_loses_no_ingest(self):
+        """The client retries a GET whose connection dropped: that pops the next page, and the
+        page in the lost answer is gone. The ledger still holds those ingests."""
+        ingests = [self.ingest("retry {} http://evil.com/r{}".format(n, n).encode(), "r{}.bin".format(n))
+                   for n in range(6)]
+        self.emulator.pump()
+        self.emulator.set(drop_response_after_pop=1)
+        config = pack_config(al_url=self.emulator.url, assemblyline={"retries": 3, "page_size": 3})
+        sensor = self.sensor(config)
+        sensor.poll()  # the first page of 3 dies with its answer; the client's retry pops the rest
+        pops = [e for e in self.emulator.request_log if "/ingest/get_message_list/" in e["path"]]
+        assert len(pops) >= 2 and pops[0]["status"] == 0
+        assert len(self.payloads(COMPLETED)) == 3
+        self.clock.advance(7201)
+        sensor._next_reconcile = 0
+        sensor.poll()
+        ids = sorted(p["ingest_id"] for p in self.payloads(COMPLETED))
+        assert ids == sorted(i["ingest_id"] for i in ingests)
+        assert IngestLedger(self.sensor_service).pending() == []
+
     # -- the ledger: dispatched ingests leave it --------------------------------------
     def test_dispatched_ingests_leave_the_ledger_so_it_does_not_grow(self):
         sensor = self.sensor()
@@ -757,7 +874,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         self.push(60)
         self.sensor().poll()
         restarted = self.sensor()
-        restarted._inbox.memory = 10  # loaded from the done pages at its first poll
+        restarted._inbox.memory = 20  # 10 messages (ingest_id and upload token each), loaded at its first poll
         self.push(1, start=5)
         self.push(1, start=55)
         restarted.poll()

@@ -10,8 +10,9 @@ already dispatched, so nothing is lost and a restart does not fire twice
 (except for a page whose dispatch was cut short before it was marked done:
 delivery is at least once, never at most once).
 
-The dedupe memory is bounded (``memory`` ids, least recently used dropped
-first): an ingest_id replayed after it was dropped is dispatched again.
+The dedupe memory is bounded (``memory`` keys, least recently used dropped
+first; a message takes two: its ingest_id and its upload token): an ingest_id
+replayed after it was dropped is dispatched again.
 """
 import itertools
 import json
@@ -28,12 +29,14 @@ DONE_TTL_SECONDS = 3 * 24 * 3600
 
 class Page(NamedTuple):
     key: str                 # datastore name (local to the sensor class)
-    messages: List[Any]
+    messages: List[Any]      # queue messages as popped, or
+    triggers: Optional[List[List[Any]]] = None  # [trigger, payload, ledger key, keys]: by reconciliation
+    recovered: bool = False  # stored by an earlier process and not marked done: may repeat triggers
 
 
 class Inbox:
     def __init__(self, datastore: Any, clock: Callable[[], float] = time.time,
-                 memory: int = 100000, done_ttl: int = DONE_TTL_SECONDS):
+                 memory: int = 200000, done_ttl: int = DONE_TTL_SECONDS):
         self.datastore = datastore
         self.clock = clock
         self.done_ttl = done_ttl
@@ -68,7 +71,9 @@ class Inbox:
                 for ingest_id in record["done"] or []:
                     self.remember(str(ingest_id))
             elif isinstance(record.get("messages"), list):
-                pending.append(Page(key, record["messages"]))
+                pending.append(Page(key, record["messages"], recovered=True))
+            elif isinstance(record.get("triggers"), list):
+                pending.append(Page(key, [], triggers=record["triggers"], recovered=True))
         return pending
 
     def page(self, messages: List[Any]) -> Page:
@@ -80,10 +85,15 @@ class Inbox:
                                              uuid.uuid4().hex[:16])
         return Page(key, messages)
 
+    def outcome(self, trigger: str, payload: Dict[str, Any], ledger_key: str, keys: List[str]) -> Page:
+        """A page holding one trigger the pack made itself (a reconciled outcome), the ledger
+        record it settles and the delivery keys it stands for, not yet written."""
+        return self.page([])._replace(triggers=[[trigger, payload, ledger_key, keys]])
+
     def persist(self, page: Page) -> None:
-        """Write a popped page before anything is dispatched from it (safe to retry)."""
-        self.datastore.set_value(page.key, json.dumps({"messages": page.messages}, separators=(",", ":")),
-                                 local=True)
+        """Write a page before anything is dispatched from it (safe to retry)."""
+        record = {"triggers": page.triggers} if page.triggers is not None else {"messages": page.messages}
+        self.datastore.set_value(page.key, json.dumps(record, separators=(",", ":")), local=True)
 
     def done(self, page: Page, ingest_ids: List[str]) -> None:
         """Replace the page by the ids it dispatched; they keep later replays from firing twice."""

@@ -19,11 +19,11 @@ from lib.assemblyline import AssemblylineService
 from lib.errors import AssemblylineError, InputError, PackError, UnsafePathError
 from lib.file_selection import FilePolicy, open_checked, snapshot, walk_directory
 from lib.ledger import IngestLedger
+from lib.notifications import TOKEN_METADATA
 
 METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 METADATA_MAX_VALUE = 4096  # the ingester silently drops longer JSON-encoded values
 RESERVED_METADATA = ("ingest_id", "type", "ts", "st2_ingest_token")
-TOKEN_METADATA = "st2_ingest_token"  # the pack's own key for an upload, known before its ingest_id
 QUEUE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # the client does not URL-encode queue names
 MAX_PRIORITY = 250  # the server caps priority here
 MAX_CONCURRENCY = 32
@@ -242,7 +242,7 @@ class FileIngester:
         one under the token. Its failure must not hide the ingest (a failed action would invite
         a duplicate re-submission), so it becomes a warning (the token record still covers it)."""
         try:
-            self.ledger.record_pending(ingest_id, sha256, path, self.queue, self.deadline_seconds)
+            self.ledger.record_pending(ingest_id, sha256, path, self.queue, self.deadline_seconds, token=token)
             self.ledger.resolve(token)
             if dedupe_ttl:
                 self.ledger.mark_ingested(sha256, ingest_id, path, dedupe_ttl)

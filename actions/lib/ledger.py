@@ -6,7 +6,9 @@ names with the pack prefix rather than st2's per-class ``local`` names):
 - ``<pack>.pending.<ingest_id>``: an ingest whose outcome has not been
   dispatched yet, with its deadline. The sensor removes it once it has
   dispatched that ingest's trigger (after the dispatch, so a crash in between
-  can only repeat a trigger, never lose one) and reconciles overdue ones.
+  can only repeat a trigger, never lose one) and reconciles overdue ones. It
+  has no TTL: however long the sensor is stopped, the record stays until its
+  ingest is reported.
 - ``<pack>.ingested.<sha256>``: the last ingest of a file content, so a
   directory re-run skips what was already submitted.
 """
@@ -19,8 +21,6 @@ from lib.datastore import list_all
 PACK = "assemblyline_threatconnect"
 PENDING_PREFIX = PACK + ".pending."
 INGESTED_PREFIX = PACK + ".ingested."
-# Keep a pending record this long after its deadline so reconciliation can run.
-PENDING_GRACE_SECONDS = 3 * 24 * 3600
 
 
 class IngestLedger:
@@ -32,14 +32,17 @@ class IngestLedger:
     # -- pending ingests ---------------------------------------------------
     def record_pending(self, ingest_id: str, sha256: str, file_path: str, queue: str,
                        deadline_seconds: int, token: Optional[str] = None) -> Dict[str, Any]:
-        """``token``: the record stands for an upload whose ingest_id is not known (yet)."""
+        """``token``: the upload's own key (``metadata.st2_ingest_token``). A record whose
+        ``ingest_id`` is its token stands for an upload whose ingest_id is not known (yet)."""
         now = self.clock()
         record = {"ingest_id": ingest_id, "sha256": sha256, "file_path": file_path, "queue": queue,
                   "ingested_at": now, "deadline": now + deadline_seconds}
         if token:
             record["token"] = token
+        # No TTL: only a dispatched trigger (or a reconciled outcome) removes it, so a sensor
+        # stopped for days still reports every ingest when it comes back.
         self.datastore.set_value(PENDING_PREFIX + ingest_id, json.dumps(record, sort_keys=True),
-                                 ttl=int(deadline_seconds + PENDING_GRACE_SECONDS), local=False)
+                                 local=False)
         return record
 
     def pending(self) -> List[Dict[str, Any]]:

@@ -13,6 +13,7 @@ PACK = "assemblyline_threatconnect"
 COMPLETED = PACK + ".submission_completed"
 FAILED = PACK + ".submission_failed"
 OVERDUE = PACK + ".submission_overdue"
+TOKEN_METADATA = "st2_ingest_token"  # the pack's own key for an upload, known before its ingest_id
 MAX_FILES = 100
 MAX_METADATA_VALUE = 1024
 
@@ -29,6 +30,23 @@ def ingest_id_of(message: Any) -> Optional[str]:
     if not value and isinstance(message.get("submission"), Mapping):
         value = (message["submission"].get("metadata") or {}).get("ingest_id")
     return value if isinstance(value, str) and value else None
+
+
+def delivery_key_of(message: Any) -> Optional[str]:
+    """What a trigger is deduplicated by: the pack's upload token when the message carries one
+    (the client retries an upload whose answer was lost, so one upload can become two ingests
+    in Assemblyline: one file, one trigger), else the ingest_id."""
+    if isinstance(message, Mapping) and isinstance(message.get("submission"), Mapping):
+        token = (message["submission"].get("metadata") or {}).get(TOKEN_METADATA)
+        if isinstance(token, str) and token:
+            return "token:" + token
+    return ingest_id_of(message)
+
+
+def token_key(record: Mapping[str, Any]) -> Optional[str]:
+    """The delivery key of a ledger record's upload, if it has a token."""
+    token = record.get("token")
+    return "token:" + str(token) if token else None
 
 
 def trigger_for(message: Any) -> Tuple[str, Dict[str, Any]]:

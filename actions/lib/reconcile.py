@@ -15,8 +15,11 @@ For each record past its deadline, the reconciler:
   nothing is found, and waits while it is still running, until
   ``stuck_after`` seconds past the deadline, when it is reported overdue.
 
-Completed and failed are outcomes: the ingest_id is remembered so a late queue
-message for it is skipped as a duplicate. Overdue is a warning: the record
+Each outcome goes through the inbox like a popped page (stored before its
+dispatch, marked done after), so a crash in between repeats it after a restart,
+flagged ``redelivered``, rather than losing it. Completed and failed are outcomes:
+the ingest_id is remembered, across restarts too, so a late queue message for it
+is skipped as a duplicate. Overdue is a warning: the record
 leaves the ledger (it is reported once) but the ingest_id is not remembered,
 so when the submission finishes after all, its queue message still fires
 ``submission_completed`` (or ``submission_failed``).
@@ -31,13 +34,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from lib.assemblyline import AssemblylineService, quote_query_value
 from lib.inbox import Inbox
-from lib.ledger import PENDING_GRACE_SECONDS, IngestLedger
-from lib.notifications import completed_from_record, failed_from_record, overdue_payload
+from lib.ledger import IngestLedger
+from lib.notifications import (TOKEN_METADATA, completed_from_record, failed_from_record, overdue_payload,
+                               token_key)
 
 SEARCH_FIELDS = "sid,state,max_score"
 # A submission still unfinished this long after its deadline is reported overdue
-# (well inside PENDING_GRACE_SECONDS, after which the ledger record expires).
-STUCK_AFTER_SECONDS = min(24 * 3600, PENDING_GRACE_SECONDS // 2)
+# (Assemblyline deletes a queue whose oldest message is 24 h old: its message is most likely gone).
+STUCK_AFTER_SECONDS = 24 * 3600
 
 Dispatch = Callable[[str, Dict[str, Any]], None]
 OUTCOMES = ("already_notified", "completed", "failed", "overdue", "still_running", "deferred")
@@ -63,7 +67,7 @@ class Reconciler:
         now = self.clock()
         to_search = []
         for record in self.ledger.overdue(now):
-            if self.inbox.seen(record["ingest_id"]):
+            if self._notified(record["ingest_id"], record):
                 self.ledger.resolve(record["ingest_id"])
                 counts["already_notified"] += 1
             else:
@@ -84,9 +88,9 @@ class Reconciler:
         ingest_id = record["ingest_id"]
         found = self._find(record)
         state = found.get("state") if found is not None else None
-        if record.get("token") and found is not None:  # an upload whose answer was lost: found by token
+        if record.get("token") == ingest_id and found is not None:  # answer lost: found by token
             real = self._ingest_id_of(found) or ingest_id
-            if self.inbox.seen(real):  # its queue message came after all
+            if self._notified(real, record):  # its queue message came after all
                 self.ledger.resolve(ingest_id)
                 return "already_notified"
             record = dict(record, ingest_id=real)
@@ -103,12 +107,30 @@ class Reconciler:
             return "still_running"
         else:
             (trigger, payload), outcome = overdue_payload(record, now, found), "overdue"
-        dispatch(trigger, payload)
-        if outcome != "overdue":  # overdue is a warning: a late queue message still fires
-            self.inbox.remember(record["ingest_id"])
+        keys = [k for k in dict.fromkeys([record["ingest_id"], token_key(record)]) if k]
+        self._deliver(trigger, payload, ingest_id, keys, dispatch, remember=outcome != "overdue")
         self._checked.pop(ingest_id, None)
-        self.ledger.resolve(ingest_id)
         return outcome
+
+    def _notified(self, ingest_id: str, record: Mapping[str, Any]) -> bool:
+        """Already dispatched: by ingest_id, or by the upload's token (a twin ingest made by the
+        client's retry of an upload whose answer was lost)."""
+        key = token_key(record)
+        return self.inbox.seen(ingest_id) or bool(key and self.inbox.seen(key))
+
+    def _deliver(self, trigger: str, payload: Dict[str, Any], ledger_key: str, keys: List[str],
+                 dispatch: Dispatch, remember: bool) -> None:
+        """Stored before the dispatch, the ledger record settled and the page marked done after:
+        a crash anywhere repeats the trigger after a restart (flagged ``redelivered``), never
+        loses it. Overdue is a warning (``remember`` false): a late queue message still fires."""
+        page = self.inbox.outcome(trigger, payload, ledger_key, keys)
+        self.inbox.persist(page)
+        dispatch(trigger, payload)
+        self.ledger.resolve(ledger_key)
+        ids = keys if remember else []
+        for remembered in ids:
+            self.inbox.remember(remembered)
+        self.inbox.done(page, ids)
 
     def _ingest_id_of(self, found: Mapping[str, Any]) -> Optional[str]:
         """The ingest_id Assemblyline gave an upload found by its token (its metadata)."""
@@ -130,8 +152,8 @@ class Reconciler:
 
     @staticmethod
     def _queries(record: Mapping[str, Any]) -> List[str]:
-        if record.get("token"):
-            queries = ["metadata.st2_ingest_token:{}".format(quote_query_value(record["token"]))]
+        if record.get("token"):  # finds the upload's twins too
+            queries = ["metadata.{}:{}".format(TOKEN_METADATA, quote_query_value(record["token"]))]
         else:
             queries = ["metadata.ingest_id:{}".format(quote_query_value(record["ingest_id"]))]
         if record.get("sha256"):

@@ -45,6 +45,11 @@ KNOB_DEFAULTS = {
     "session_duration": 3600,
     "error_rate": 0.0,              # fraction of calls answered error_status (JSON)
     "error_status": 503,
+    # {kind: fraction}: 502/503/504 refuse the call before any work (JSON error); "timeout"
+    # does the work and answers only after timeout_delay seconds (a client with a shorter
+    # timeout has given up); "lost" does the work and closes the connection unanswered.
+    "fault_mix": None,
+    "timeout_delay": 1.0,
     "fault_paths": None,            # regex: faults only for matching paths (None = all)
     "delay": 0.0,                   # seconds added before every response
     "drop_response_after_pop": False,  # True / int n: pop messages then close the connection
@@ -234,6 +239,16 @@ class State:
                 return self.forced_faults.pop(0)
             if self.knobs["error_rate"] and self.rng.random() < self.knobs["error_rate"]:
                 return int(self.knobs["error_status"])
+            return self._mixed_fault()
+
+    def _mixed_fault(self) -> Optional[Union[int, str]]:
+        """A fault drawn from ``fault_mix`` (caller holds the lock)."""
+        mix = self.knobs["fault_mix"] or {}
+        draw = self.rng.random()
+        for kind, fraction in sorted(mix.items(), key=lambda item: str(item[0])):
+            if draw < fraction:
+                return kind if kind in ("timeout", "lost") else int(kind)
+            draw -= fraction
         return None
 
     def begin_call(self, user: str) -> None:

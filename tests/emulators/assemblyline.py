@@ -272,6 +272,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except Exception:  # pragma: no cover - emulator bug; answer like the real 500
             entry["error"] = traceback.format_exc()
             reply = Reply("", 500, "Internal Server Error")
+        late = entry.get("late_fault")
+        if late == "lost":
+            reply.drop = True
+        elif late == "timeout":
+            time.sleep(float(state.knob("timeout_delay")))
         entry["status"] = 0 if reply.drop else reply.status
         if not entry.pop("delayed", False):
             _sleep(state)
@@ -286,7 +291,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 entry: Dict[str, Any]) -> Reply:
         state.pump()
         fault = state.pick_fault(path)
-        if fault is not None:
+        if fault in ("timeout", "lost"):  # the work is done; only the answer fails
+            entry["late_fault"] = fault
+        elif fault is not None:
             return _fault_reply(fault)
         handler, params, needs_auth = match_route(method, path)
         session_id = self._cookies().get("session")
