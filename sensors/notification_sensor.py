@@ -40,6 +40,7 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._logger = sensor_service.get_logger(name=self.__class__.__name__)
         self._clock = clock
         self._settings = None
+        self._config_error = None  # said on every poll until the config is fixed
         self._secrets = []
         self._service = None
         self._inbox = Inbox(sensor_service, clock=clock)
@@ -63,7 +64,8 @@ class AssemblylineNotificationSensor(PollingSensor):
         try:
             config = load_config(self.config)
         except PackError as error:
-            self._logger.error("Assemblyline notification sensor is not configured: %s", error)
+            self._config_error = str(error)
+            self._say_not_configured()
             return
         self._settings = config["assemblyline"]
         self._secrets = secret_values(config)
@@ -75,7 +77,10 @@ class AssemblylineNotificationSensor(PollingSensor):
                                   clock=self._clock)
 
     def poll(self):
-        if self._settings is None or self._clock() < self._retry_at:
+        if self._settings is None:
+            self._say_not_configured()  # every poll interval, so a broken config is never silent
+            return
+        if self._clock() < self._retry_at:
             return
         try:
             if not self._hold_lease():
@@ -86,6 +91,12 @@ class AssemblylineNotificationSensor(PollingSensor):
             return
         self._recovered_from_failures()
         self._reconcile_if_due()
+
+    def _say_not_configured(self):
+        self._logger.error("Assemblyline notification sensor is not configured, nothing is polled: %s "
+                           "(fix /opt/stackstorm/configs/assemblyline_threatconnect.yaml, run "
+                           "st2ctl reload --register-configs, then the action check_config)",
+                           self._config_error)
 
     def cleanup(self):
         if self._lease is not None:

@@ -133,8 +133,12 @@ class NotificationSensorTest(BaseSensorTestCase):
     def test_invalid_config_is_logged_and_poll_does_nothing(self):
         sensor = self.sensor(config={"assemblyline": {"url": "ftp://x"}})
         sensor.poll()
-        assert self.get_dispatched_triggers() == []
-        assert self.log.lines[0][0] == "ERROR" and "is not configured" in self.log.lines[0][1]
+        sensor.poll()
+        assert self.get_dispatched_triggers() == [] and self.emulator.request_log == []
+        # said at setup and on every poll interval, naming the setting
+        assert len(self.log.lines) == 3
+        assert all(level == "ERROR" and "is not configured" in line and "assemblyline.url" in line
+                   for level, line in self.log.lines)
 
     # -- dispatching ------------------------------------------------------------
     def test_completed_submission_dispatches_a_valid_payload(self):

@@ -91,6 +91,7 @@ KNOB_DEFAULTS = {
     "rate_429": 0.0,            # share of requests answered 429 with Retry-After
     "retry_after": "1",         # Retry-After value sent with 429s (None: no header)
     "stuck_running": False,     # jobs never leave Running while set
+    "stuck_batches": (),        # these batch ids never leave Running while listed
     "error_file_delay": 0,      # /errors answers 404 this many times after completion
     "batch_disabled": False,    # create answers the plain-text 503
     "batch_permission_denied": False,  # create answers the plain-text 401
@@ -572,7 +573,7 @@ class ThreatConnectEmulator:
         else:
             queued = job.polls <= knobs["queued_polls"]
             done = job.polls > knobs["queued_polls"] + knobs["running_polls"]
-        if done and not knobs["stuck_running"]:
+        if done and not knobs["stuck_running"] and job.id not in knobs["stuck_batches"]:
             self._complete(job)
         else:
             job.state = "Queued" if queued else "Running"
