@@ -32,6 +32,8 @@ UNVERIFIED this emulator chooses, and says so here:
   in the owner is an error and is not saved;
 * createAndUpload answers 201 with ``data.batchStatus``; jobs with at most
   ``sync_save_limit`` items (default 0: none) run synchronously;
+* ``GET /v2/owners`` lists the emulator's owners as ``data.owner`` entries
+  ``{"id", "name", "type": "Organization"}`` (the v2 shape; not in the reference);
 * the ``association`` array supports indicator-to-group and
   indicator-to-indicator references by summary/xid.
 """
@@ -45,6 +47,7 @@ import json
 import random
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -57,6 +60,7 @@ from tests.emulators.al_multipart import parse_multipart
 from tests.emulators.tc_items import (GROUP_TYPES, INDICATOR_TYPES, ItemError, group_identity,
                                       indicator_identity, normalise_group, normalise_indicator)
 from tests.emulators.tc_store import OwnerStore
+from tests.emulators.tls import QuietTlsErrors, wrap_listener
 
 Response = Tuple[int, Dict[str, str], bytes]
 
@@ -190,7 +194,7 @@ class ThreatConnectEmulator:
     def __init__(self, access_id: Optional[str] = None, secret_key: Optional[str] = None,
                  token: Optional[str] = None, owners: Sequence[str] = ("Example Org",),
                  clock: Callable[[], float] = time.time, host: str = "127.0.0.1",
-                 port: int = 0, seed: int = 0, **knobs: Any):
+                 port: int = 0, seed: int = 0, tls: Optional[ssl.SSLContext] = None, **knobs: Any):
         self.access_id = access_id
         self.secret_key = secret_key
         self.token = token
@@ -198,6 +202,7 @@ class ThreatConnectEmulator:
         self.clock = clock
         self.host = host
         self.port = port
+        self.tls = tls  # a server SSLContext: serve HTTPS (tests/emulators/tls.py)
         self._lock = threading.RLock()
         self._random = random.Random(seed)
         self._knobs = dict(KNOB_DEFAULTS)
@@ -213,8 +218,9 @@ class ThreatConnectEmulator:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> "ThreatConnectEmulator":
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
+        server = _Server((self.host, self.port), _Handler)
+        if self.tls is not None:
+            wrap_listener(server, self.tls)
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
         self.port = server.server_address[1]
@@ -238,7 +244,7 @@ class ThreatConnectEmulator:
 
     @property
     def url(self) -> str:
-        return "http://{}:{}/api".format(self.host, self.port)
+        return "{}://{}:{}/api".format("https" if self.tls else "http", self.host, self.port)
 
     # ---------------------------------------------------------------- knobs
 
@@ -402,6 +408,10 @@ class ThreatConnectEmulator:
         if method == "GET" and path == "/v2/types/indicatorTypes":
             return _json(200, {"status": "Success", "data": {
                 "resultCount": len(INDICATOR_TYPE_INFO), "indicatorType": INDICATOR_TYPE_INFO}})
+        if method == "GET" and path == "/v2/owners":
+            return _json(200, {"status": "Success", "data": {"resultCount": len(self.owners), "owner": [
+                {"id": index, "name": name, "type": "Organization"}
+                for index, name in enumerate(self.owners, 1)]}})
         match = re.match(r"^/v2/batch/(\d+)(/errors|/results)?$", path)
         job = self._jobs.get(int(match.group(1))) if match else None
         if job is None:
@@ -713,6 +723,10 @@ def _result_entry(error: Mapping[str, Any]) -> Dict[str, Any]:
         code = "0x1006"
     return {"code": code, "severity": "Error", "errorReason": reason,
             "errorMessage": reason}
+
+
+class _Server(QuietTlsErrors, ThreadingHTTPServer):
+    daemon_threads = True
 
 
 class _Handler(BaseHTTPRequestHandler):
