@@ -51,7 +51,7 @@ class CheckConfigConnectionsTest(BaseActionTestCase):
                    for e in self.tc.request_log())
 
     def test_wrong_al_api_key_or_user_names_them_and_tc_is_still_checked(self):
-        for wrong in ({"api_key": "st2key:al-wrong-key-77"}, {"user": "nobody"}):
+        for wrong in ({"api_key": "st2key:al-wrong-LEAKCHECK"}, {"user": "nobody"}):
             result = self.failed(assemblyline=wrong)
             check = result["connections"]["assemblyline"]
             assert check["settings"] == AL_CREDENTIALS and "Invalid user or APIKey" in check["error"]
@@ -60,14 +60,14 @@ class CheckConfigConnectionsTest(BaseActionTestCase):
             assert result["transient"] is False
 
     def test_wrong_tc_secret_or_access_id_names_them(self):
-        for wrong, words in (({"secret_key": "tc-wrong-secret-11"}, "Signature data did not match"),
+        for wrong, words in (({"secret_key": "tc-wrong-LEAKCHECK"}, "Signature data did not match"),
                              ({"access_id": "99999999999999999999"}, "Access Denied")):
             check = self.failed(threatconnect=wrong)["connections"]["threatconnect"]
             assert check["settings"] == TC_HMAC and words in check["error"]
             assert "check threatconnect.access_id / threatconnect.secret_key: " in check["error"]
 
     def test_wrong_tc_token_names_the_token_setting(self):
-        check = self.failed(threatconnect=dict(TOKEN_AUTH, api_token="tc-wrong-token-22")
+        check = self.failed(threatconnect=dict(TOKEN_AUTH, api_token="tc-wrong-LEAKCHECK")
                             )["connections"]["threatconnect"]
         assert check["settings"] == ["threatconnect.api_token"] and "HTTP 401" in check["error"]
 
@@ -99,7 +99,7 @@ class CheckConfigConnectionsTest(BaseActionTestCase):
         assert "no answer within 1 s" in check["error"]
 
     def test_both_failures_are_reported_at_once(self):
-        result = self.failed(assemblyline={"api_key": "st2key:al-wrong-key-77"},
+        result = self.failed(assemblyline={"api_key": "st2key:al-wrong-LEAKCHECK"},
                              threatconnect={"owner": "Nobody Org"})
         assert result["error"].count("check ") == 2
         assert "assemblyline.api_key" in result["error"] and "threatconnect.owner" in result["error"]

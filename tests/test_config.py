@@ -11,9 +11,9 @@ from lib.config import load_config, load_schema, masked_config
 from lib.errors import ConfigError
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AL_SECRET = "alsecret-7f3a9c1e"
-TC_SECRET = "tcsecret-51d0be2a"
-TOKEN = "tctoken-c0ffee99"
+AL_SECRET = "alsecret-7f3a9c1e-LEAKCHECK"
+TC_SECRET = "tcsecret-51d0be2a-LEAKCHECK"
+TOKEN = "tctoken-c0ffee99-LEAKCHECK"
 
 
 def minimal(**overrides):

@@ -73,6 +73,7 @@ NOT_FOUND = "The requested resource was not found"
 RUNNING_TEXT = "Batch still in Running state"
 FATAL_PREFIX = "Encountered an unexpected Exception while processing batch job. "
 TIMESTAMP_TEXT = "Timestamp out of acceptable time range"
+DROP = 0  # a fail_next "status": close the connection without answering
 SIGNATURE_TEXT = "Signature data did not match expected result"
 
 BATCH_ENUMS = {
@@ -271,6 +272,7 @@ class ThreatConnectEmulator:
         ``body`` (str or bytes) defaults to the v2 failure JSON. ``after=True``
         processes a successful request first and then answers with the fault,
         like a proxy losing the real response (the server did the work).
+        ``status=DROP`` closes the connection without an answer.
         """
         with self._lock:
             self._fail_queue.append({"status": status, "count": count, "retry_after": retry_after,
@@ -325,12 +327,13 @@ class ThreatConnectEmulator:
                      "content_type": lower.get("content-type"),
                      "content_encoding": lower.get("content-encoding"),
                      "auth": _auth_scheme(lower.get("authorization")),
-                     "timestamp": lower.get("timestamp"), "time": self.clock()}
+                     "timestamp": lower.get("timestamp"), "time": self.clock(),
+                     "signature_ok": self._signature_ok(method, raw_path, lower)}
             self._log.append(entry)
             response = (self._fault(method, raw_path)
                         or self._authenticate(method, raw_path, lower)
                         or self._route(method, raw_path, lower, body))
-            if response[0] < 400:
+            if DROP < response[0] < 400:
                 response = self._fault(method, raw_path, after=True) or response
             entry["status"] = response[0]
             return response
@@ -366,6 +369,14 @@ class ThreatConnectEmulator:
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return status, headers, body if isinstance(body, bytes) else body.encode("utf-8")
+
+    def _signature_ok(self, method: str, raw_path: str, headers: Mapping[str, str]) -> Optional[bool]:
+        """For the request log: whether an HMAC signature is right for its own Timestamp."""
+        auth = headers.get("authorization") or ""
+        if not auth.startswith("TC ") or ":" not in auth or not self.secret_key:
+            return None
+        expected = hmac_expected(self.secret_key, raw_path, method, headers.get("timestamp", ""))
+        return hmac.compare_digest(auth.rpartition(":")[2].encode(), expected.encode())
 
     def _authenticate(self, method: str, raw_path: str,
                       headers: Mapping[str, str]) -> Optional[Response]:
@@ -743,6 +754,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         status, headers, payload = self.server.emulator.handle(  # type: ignore[attr-defined]
             self.command, self.path, dict(self.headers.items()), body)
+        if status == DROP:
+            self.close_connection = True
+            return
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
