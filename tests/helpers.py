@@ -11,6 +11,10 @@ TC_SECRET_KEY = "tc-s3cret-key-0a7c"
 TC_TOKEN = "tc-t0ken-5e2b"
 TC_OWNER = "Example Org"
 SECRETS = (AL_APIKEY.split(":", 1)[1], TC_SECRET_KEY, TC_TOKEN)
+# What tests/conftest.py's sweep looks for after every test: these secrets, and
+# "LEAKCHECK", which every other secret value a test makes up contains.
+LEAK_MARKER = "LEAKCHECK"
+LEAK_MARKERS = SECRETS + (LEAK_MARKER,)
 
 
 def pack_config(al_url: str = "https://al.example.org", tc_url: str = "https://tc.example.org/api",

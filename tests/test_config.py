@@ -11,9 +11,9 @@ from lib.config import load_config, load_schema, masked_config
 from lib.errors import ConfigError
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AL_SECRET = "alsecret-7f3a9c1e"
-TC_SECRET = "tcsecret-51d0be2a"
-TOKEN = "tctoken-c0ffee99"
+AL_SECRET = "alsecret-7f3a9c1e-LEAKCHECK"
+TC_SECRET = "tcsecret-51d0be2a-LEAKCHECK"
+TOKEN = "tctoken-c0ffee99-LEAKCHECK"
 
 
 def minimal(**overrides):
@@ -173,8 +173,9 @@ class CheckConfigActionTest(BaseActionTestCase):
     action_cls = CheckConfigAction
 
     def test_reports_effective_settings_without_secrets(self):
-        result = self.get_action_instance(minimal()).run()
+        result = self.get_action_instance(minimal()).run(check_connections=False)
         assert result["valid"] is True and result["threatconnect_auth"] == "hmac"
+        assert "connections" not in result
         assert result["settings"]["threatconnect"]["secret_key"] == "********"
         assert AL_SECRET not in str(result) and TC_SECRET not in str(result)
 

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.helpers import LEAK_MARKERS, TC_ACCESS_ID
+
 pytest.importorskip("orquesta", reason="orquesta 1.2.0 imports on Python 3.8 only")
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +23,12 @@ def demo(tmp_path, *args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, **kwargs)
 
 
+def assert_no_secrets_in(*outputs):
+    """The demo runs with tests/helpers.py's credentials: none may show in what it prints."""
+    for output in outputs:
+        assert not [m for m in LEAK_MARKERS + (TC_ACCESS_ID,) if m in output], "a secret in the demo output"
+
+
 def left_behind(tmp_path):
     return [p for p in os.listdir(str(tmp_path)) if p.startswith("al-tc-demo-")]
 
@@ -29,6 +37,7 @@ def test_demo_sends_the_samples_to_threatconnect_and_says_what_it_did_not_send(t
     process = demo(tmp_path, "--analysis-delay", "0.2")
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
+    assert_no_secrets_in(out, err)
     for stage in range(1, 6):
         assert "[{}/5]".format(stage) in out
     assert "sensor polls: 4/4 analyses reported" in out
@@ -50,6 +59,7 @@ def test_a_stalled_analysis_fails_the_demo_clearly_and_still_cleans_up(tmp_path)
     process = demo(tmp_path, "--analysis-delay", "600", "--timeout", "1")
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1
+    assert_no_secrets_in(out, err)
     assert "demo failed: Assemblyline reported 0 of 4 ingests within 1 s" in err
     assert "Traceback" not in err
     assert left_behind(tmp_path) == []
@@ -65,5 +75,6 @@ def test_ctrl_c_stops_the_emulators_and_removes_the_work_directory(tmp_path):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130
+    assert_no_secrets_in(line, out, err)
     assert "demo interrupted" in err and "Traceback" not in err
     assert left_behind(tmp_path) == []

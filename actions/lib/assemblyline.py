@@ -7,21 +7,52 @@ default ``retries=0`` means retry forever), connects lazily (``get_client``
 logs in over the network, which must not happen in a sensor's ``setup``), and
 turns every client failure into an ``AssemblylineError`` carrying the HTTP
 status and a message free of secrets.
+
+The client is built by ``connect``, which is ``get_client`` except that every
+request carries the pack's ``verify`` explicitly: the official client sets it
+only on its ``requests`` session, and ``requests`` lets ``REQUESTS_CA_BUNDLE``
+or ``CURL_CA_BUNDLE`` in the environment override a session's ``verify``, so
+``ca_bundle`` and ``verify_tls: false`` were silently ignored on hosts that set
+either variable.
 """
 import contextlib
 import logging
+import re
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import requests
-from assemblyline_client import ClientError, get_client
+from assemblyline_client import ClientError, Connection
+from assemblyline_client.v3_client import Client as Client3
+from assemblyline_client.v4_client.client import Client as Client4
 
 from lib.errors import AssemblylineError
+from lib.tls_warning import warn_unverified
 
 LOG = logging.getLogger(__name__)
 
+# What the official client answers when TLS fails during its login.
+TLS_LOGIN_STATUS = 495
+
+
+class _Connection(Connection):
+    """The official client's connection, passing ``verify`` with every request (see above)."""
+
+    def request(self, func, path, process, **kw):  # type: ignore[no-untyped-def]
+        kw.setdefault("verify", self.verify)
+        return super().request(func, path, process, **kw)
+
+
+def connect(server: str, apikey: Any, verify: Any, timeout: float, retries: int,
+            proxies: Optional[Dict[str, str]]) -> Any:
+    """``get_client(...)`` with the pack's TLS setting pinned per request; logs in."""
+    connection = _Connection(server=server, auth=None, cert=None, debug=lambda _path: None,
+                             headers=None, retries=retries, silence_warnings=True, apikey=apikey,
+                             verify=verify, timeout=timeout, oauth=None, proxies=proxies)
+    return Client4(connection) if connection.is_v4 else Client3(connection)
+
 
 class AssemblylineService:
-    def __init__(self, settings: Mapping[str, Any], connect: Callable[..., Any] = get_client):
+    def __init__(self, settings: Mapping[str, Any], connect: Callable[..., Any] = connect):
         self.settings = settings
         self._connect = connect
         self._client = None
@@ -36,8 +67,7 @@ class AssemblylineService:
             arguments = self.client_arguments()
             if arguments["verify"] is False and not self._tls_warned:
                 self._tls_warned = True
-                LOG.warning("TLS certificate verification is off for Assemblyline "
-                            "(assemblyline.verify_tls is false)")
+                warn_unverified(LOG, "Assemblyline", "assemblyline", self.settings["url"])
             with self.errors("login"):
                 self._client = self._connect(**arguments)
         return self._client
@@ -73,11 +103,13 @@ class AssemblylineService:
         try:
             yield
         except ClientError as exc:
+            if exc.status_code == TLS_LOGIN_STATUS:
+                raise AssemblylineError(self._tls_message(what, exc.args[0] if exc.args else ""),
+                                        exc.status_code) from None
             raise AssemblylineError(self._scrub("{} failed: {}".format(what, _text(exc.args[0] if exc.args else exc))),
                                     exc.status_code) from None
-        except requests.exceptions.SSLError:
-            raise AssemblylineError("{} failed: TLS verification of {} failed (check assemblyline.ca_bundle)"
-                                    .format(what, self.settings["url"])) from None
+        except requests.exceptions.SSLError as exc:
+            raise AssemblylineError(self._tls_message(what, exc)) from None
         except requests.exceptions.ProxyError:
             raise AssemblylineError("{} failed: the proxy refused the connection".format(what)) from None
         except requests.exceptions.Timeout:
@@ -89,6 +121,12 @@ class AssemblylineService:
             # the client indexes server answers directly; a foreign server trips it
             raise AssemblylineError("{} failed: unexpected answer from the server ({})".format(
                 what, type(exc).__name__)) from None
+
+    def _tls_message(self, what: str, cause: Any) -> str:
+        found = re.search(r"\[SSL: [A-Z_]+\] ([^(']+)", str(cause))
+        reason = found.group(1).strip() if found else "TLS error"
+        return self._scrub("{} failed: TLS with {} failed: {} (check assemblyline.ca_bundle and "
+                           "assemblyline.verify_tls)".format(what, self.settings["url"], reason))
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

@@ -50,6 +50,7 @@ from urllib3.util.retry import Retry
 
 from lib.config import apply_defaults, load_schema, secret_values, tc_auth_problems
 from lib.errors import ConfigError, InputError, ThreatConnectError
+from lib.tls_warning import warn_unverified
 
 LOG = logging.getLogger(__name__)
 
@@ -236,8 +237,7 @@ def build_session(settings: Mapping[str, Any],
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     if session.verify is False:
-        LOG.warning("TLS certificate verification is off for ThreatConnect "
-                    "(threatconnect.verify_tls is false)")
+        warn_unverified(LOG, "ThreatConnect", "threatconnect", settings.get("api_url") or "")
     return session
 
 
@@ -880,6 +880,16 @@ class ThreatConnectClient:
             raise ThreatConnectError("indicator types: answer has no data.indicatorType",
                                      response.status_code)
         return types
+
+    def owners(self) -> List[str]:
+        """GET /v2/owners: the names of the owners this API user can access (check_config)."""
+        response = self._send("GET", "/v2/owners", _RETRY_IDEMPOTENT)
+        if response.status_code != 200:
+            raise self._fail(response, "owners")
+        owners = _dig(self._json(response, "owners"), "data", "owner")
+        if not isinstance(owners, list):
+            raise ThreatConnectError("owners: answer has no data.owner", response.status_code)
+        return [o["name"] for o in owners if isinstance(o, dict) and isinstance(o.get("name"), str)]
 
     def wait(self, batch_id: int, timeout: Optional[float] = None
              ) -> Tuple[Dict[str, Any], bool]:

@@ -17,6 +17,7 @@ import copy
 import json
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .al_common import ApiError, envelope, iso, parse_iso, queue_key
 from .al_state import CONCURRENCY_MESSAGE, DAILY_API_MESSAGE, KNOB_DEFAULTS, State
+from .tls import QuietTlsErrors, wrap_listener
 
 __all__ = ["AssemblylineEmulator", "KNOB_DEFAULTS", "queue_key", "main"]
 
@@ -183,7 +185,7 @@ def match_route(method: str, path: str) -> Tuple[Handler, Dict[str, str], bool]:
 
 
 # ---------------------------------------------------------------------------------- HTTP
-class _Server(ThreadingHTTPServer):
+class _Server(QuietTlsErrors, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -367,7 +369,8 @@ class AssemblylineEmulator:
 
     def __init__(self, user: Optional[str] = "st2", apikey: Optional[str] = "key1:s3cret",
                  users: Optional[Dict[str, Union[str, Sequence[str]]]] = None,
-                 host: str = "127.0.0.1", port: int = 0, **knobs: Any) -> None:
+                 host: str = "127.0.0.1", port: int = 0, tls: Optional[ssl.SSLContext] = None,
+                 **knobs: Any) -> None:
         all_users = dict(users or {})
         if user and apikey:
             all_users.setdefault(user, apikey)
@@ -376,6 +379,7 @@ class AssemblylineEmulator:
         self.state = State(all_users, knobs)
         self.host = host
         self._port = port
+        self.tls = tls  # a server SSLContext: serve HTTPS (tests/emulators/tls.py)
         self._server = None  # type: Optional[_Server]
         self._thread = None  # type: Optional[threading.Thread]
 
@@ -383,6 +387,8 @@ class AssemblylineEmulator:
     def start(self) -> "AssemblylineEmulator":
         if self._server is None:
             self._server = _Server((self.host, self._port), self.state)
+            if self.tls is not None:
+                wrap_listener(self._server, self.tls)
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name="assemblyline-emulator", daemon=True)
             self._thread.start()
@@ -412,7 +418,7 @@ class AssemblylineEmulator:
 
     @property
     def url(self) -> str:
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
 
     # -- knobs and clock
     def set(self, **knobs: Any) -> None:

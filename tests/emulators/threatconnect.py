@@ -32,6 +32,8 @@ UNVERIFIED this emulator chooses, and says so here:
   in the owner is an error and is not saved;
 * createAndUpload answers 201 with ``data.batchStatus``; jobs with at most
   ``sync_save_limit`` items (default 0: none) run synchronously;
+* ``GET /v2/owners`` lists the emulator's owners as ``data.owner`` entries
+  ``{"id", "name", "type": "Organization"}`` (the v2 shape; not in the reference);
 * the ``association`` array supports indicator-to-group and
   indicator-to-indicator references by summary/xid.
 """
@@ -45,6 +47,7 @@ import json
 import random
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -57,6 +60,7 @@ from tests.emulators.al_multipart import parse_multipart
 from tests.emulators.tc_items import (GROUP_TYPES, INDICATOR_TYPES, ItemError, group_identity,
                                       indicator_identity, normalise_group, normalise_indicator)
 from tests.emulators.tc_store import OwnerStore
+from tests.emulators.tls import QuietTlsErrors, wrap_listener
 
 Response = Tuple[int, Dict[str, str], bytes]
 
@@ -69,6 +73,7 @@ NOT_FOUND = "The requested resource was not found"
 RUNNING_TEXT = "Batch still in Running state"
 FATAL_PREFIX = "Encountered an unexpected Exception while processing batch job. "
 TIMESTAMP_TEXT = "Timestamp out of acceptable time range"
+DROP = 0  # a fail_next "status": close the connection without answering
 SIGNATURE_TEXT = "Signature data did not match expected result"
 
 BATCH_ENUMS = {
@@ -191,7 +196,7 @@ class ThreatConnectEmulator:
     def __init__(self, access_id: Optional[str] = None, secret_key: Optional[str] = None,
                  token: Optional[str] = None, owners: Sequence[str] = ("Example Org",),
                  clock: Callable[[], float] = time.time, host: str = "127.0.0.1",
-                 port: int = 0, seed: int = 0, **knobs: Any):
+                 port: int = 0, seed: int = 0, tls: Optional[ssl.SSLContext] = None, **knobs: Any):
         self.access_id = access_id
         self.secret_key = secret_key
         self.token = token
@@ -199,6 +204,7 @@ class ThreatConnectEmulator:
         self.clock = clock
         self.host = host
         self.port = port
+        self.tls = tls  # a server SSLContext: serve HTTPS (tests/emulators/tls.py)
         self._lock = threading.RLock()
         self._random = random.Random(seed)
         self._knobs = dict(KNOB_DEFAULTS)
@@ -214,8 +220,9 @@ class ThreatConnectEmulator:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> "ThreatConnectEmulator":
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
+        server = _Server((self.host, self.port), _Handler)
+        if self.tls is not None:
+            wrap_listener(server, self.tls)
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
         self.port = server.server_address[1]
@@ -239,7 +246,7 @@ class ThreatConnectEmulator:
 
     @property
     def url(self) -> str:
-        return "http://{}:{}/api".format(self.host, self.port)
+        return "{}://{}:{}/api".format("https" if self.tls else "http", self.host, self.port)
 
     # ---------------------------------------------------------------- knobs
 
@@ -266,6 +273,7 @@ class ThreatConnectEmulator:
         ``body`` (str or bytes) defaults to the v2 failure JSON. ``after=True``
         processes a successful request first and then answers with the fault,
         like a proxy losing the real response (the server did the work).
+        ``status=DROP`` closes the connection without an answer.
         """
         with self._lock:
             self._fail_queue.append({"status": status, "count": count, "retry_after": retry_after,
@@ -320,12 +328,13 @@ class ThreatConnectEmulator:
                      "content_type": lower.get("content-type"),
                      "content_encoding": lower.get("content-encoding"),
                      "auth": _auth_scheme(lower.get("authorization")),
-                     "timestamp": lower.get("timestamp"), "time": self.clock()}
+                     "timestamp": lower.get("timestamp"), "time": self.clock(),
+                     "signature_ok": self._signature_ok(method, raw_path, lower)}
             self._log.append(entry)
             response = (self._fault(method, raw_path)
                         or self._authenticate(method, raw_path, lower)
                         or self._route(method, raw_path, lower, body))
-            if response[0] < 400:
+            if DROP < response[0] < 400:
                 response = self._fault(method, raw_path, after=True) or response
             entry["status"] = response[0]
             return response
@@ -361,6 +370,14 @@ class ThreatConnectEmulator:
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return status, headers, body if isinstance(body, bytes) else body.encode("utf-8")
+
+    def _signature_ok(self, method: str, raw_path: str, headers: Mapping[str, str]) -> Optional[bool]:
+        """For the request log: whether an HMAC signature is right for its own Timestamp."""
+        auth = headers.get("authorization") or ""
+        if not auth.startswith("TC ") or ":" not in auth or not self.secret_key:
+            return None
+        expected = hmac_expected(self.secret_key, raw_path, method, headers.get("timestamp", ""))
+        return hmac.compare_digest(auth.rpartition(":")[2].encode(), expected.encode())
 
     def _authenticate(self, method: str, raw_path: str,
                       headers: Mapping[str, str]) -> Optional[Response]:
@@ -403,6 +420,10 @@ class ThreatConnectEmulator:
         if method == "GET" and path == "/v2/types/indicatorTypes":
             return _json(200, {"status": "Success", "data": {
                 "resultCount": len(INDICATOR_TYPE_INFO), "indicatorType": INDICATOR_TYPE_INFO}})
+        if method == "GET" and path == "/v2/owners":
+            return _json(200, {"status": "Success", "data": {"resultCount": len(self.owners), "owner": [
+                {"id": index, "name": name, "type": "Organization"}
+                for index, name in enumerate(self.owners, 1)]}})
         match = re.match(r"^/v2/batch/(\d+)(/errors|/results)?$", path)
         job = self._jobs.get(int(match.group(1))) if match else None
         if job is None:
@@ -716,6 +737,10 @@ def _result_entry(error: Mapping[str, Any]) -> Dict[str, Any]:
             "errorMessage": reason}
 
 
+class _Server(QuietTlsErrors, ThreadingHTTPServer):
+    daemon_threads = True
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ThreatConnectEmulator"
@@ -730,6 +755,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         status, headers, payload = self.server.emulator.handle(  # type: ignore[attr-defined]
             self.command, self.path, dict(self.headers.items()), body)
+        if status == DROP:
+            self.close_connection = True
+            return
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
