@@ -197,11 +197,15 @@ def run_script(al: Any, tc: Any, paths: List[str]) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ the bench
 
-def one_run(side: str, al: Any, tc: Any, count: int, run: int) -> Dict[str, Any]:
+def one_run(side: str, count: int, delay: float, run: int) -> Dict[str, Any]:
+    """One run against new emulators (what earlier runs left would slow later ones down)."""
     directory = tempfile.mkdtemp(prefix="bench-e2e-")
     try:
         paths = write_samples(directory, count, run)
-        return run_pack(al, tc, directory, count) if side == "A" else run_script(al, tc, paths)
+        with AssemblylineEmulator(user=AL_USER, apikey=AL_APIKEY, analysis_delay=delay) as al, \
+                ThreatConnectEmulator(access_id=TC_ACCESS_ID, secret_key=TC_SECRET_KEY,
+                                      owners=[TC_OWNER], queued_polls=0, running_polls=0) as tc:
+            return run_pack(al, tc, directory, count) if side == "A" else run_script(al, tc, paths)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -240,13 +244,10 @@ def main() -> int:
     args = parser.parse_args()
     common.header("P3 end to end", "{:,} files, analysis delay {:g} s, {} runs each".format(
         args.files, args.analysis_delay, args.repeat))
-    with AssemblylineEmulator(user=AL_USER, apikey=AL_APIKEY, analysis_delay=args.analysis_delay) as al, \
-            ThreatConnectEmulator(access_id=TC_ACCESS_ID, secret_key=TC_SECRET_KEY, owners=[TC_OWNER],
-                                  queued_polls=0, running_polls=0) as tc:
-        runs = iter(range(10 ** 6))
-        a_runs, b_runs = common.alternate(
-            args.repeat, lambda: one_run("A", al, tc, args.files, next(runs)),
-            lambda: one_run("B", al, tc, args.files, next(runs)))
+    runs = iter(range(10 ** 6))
+    a_runs, b_runs = common.alternate(
+        args.repeat, lambda: one_run("A", args.files, args.analysis_delay, next(runs)),
+        lambda: one_run("B", args.files, args.analysis_delay, next(runs)))
     report(a_runs, b_runs, args.files, args.analysis_delay)
     return 0
 

@@ -161,7 +161,7 @@ def report_build(runs: Dict[str, list], count: int) -> None:
         speedup = medians["tcex"] / medians["pack"]
         common.ratio("p2.build_validate_serialise.pack_vs_tcex", speedup, ">= 6", speedup >= GOAL_TCEX)
     else:
-        print("B tcex: skipped (no .venv/tcex; `make bench` builds it)")
+        print("B tcex: skipped (--no-tcex, or no .venv/tcex: `make bench` builds it)")
     goal = GOAL_FLOOR.get(sys.version_info[:2], 0.75)
     share = min(medians["floor"], medians["floor_gc_paused"]) / medians["pack"]
     common.ratio("p2.build_validate_serialise.pack_vs_floor", share, ">= {}".format(goal), share >= goal)
@@ -188,7 +188,7 @@ def complete_phase(args: argparse.Namespace, conf: Dict[str, Any], tcex: Optiona
     if first["completed_jobs"] != first["jobs"] or first["success"] != count + len(groups):
         raise RuntimeError("the pack's jobs did not all complete: {}".format(first))
     if not tcex_runs:
-        print("B tcex to Completed: skipped (no .venv/tcex)")
+        print("B tcex to Completed: skipped (--no-tcex, or no .venv/tcex)")
         return
     if any(r["completed_jobs"] != r["jobs"] or r["success"] != count + len(groups) for r in tcex_runs):
         raise RuntimeError("tcex's jobs did not all complete: {}".format(tcex_runs))
@@ -237,7 +237,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", type=int, default=common.tags_for_indicators(100000))
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--complete-indicators", type=int, default=25000)
+    parser.add_argument("--complete-indicators", type=int, default=10000)
     parser.add_argument("--rss-indicators", type=int, default=100000)
     parser.add_argument("--tcex-python", help="default: .venv/tcex/bin/python when it exists")
     parser.add_argument("--no-tcex", action="store_true", help="side A and the floor only")

@@ -145,58 +145,72 @@ def _date(value: Optional[str]) -> Optional[str]:
     return value[:19] + "Z" if value else None
 
 
+def _label_table(doc: Mapping[str, Any]) -> Dict[Any, Optional[List[Dict[str, str]]]]:
+    """classification -> the shared securityLabel list (None: no label), MIXED included."""
+    table = {}  # type: Dict[Any, Optional[List[Dict[str, str]]]]
+    for name in set(LABELS.values()):
+        shared = [{"name": name}]
+        for key, value in LABELS.items():
+            if value == name:
+                table[key] = shared
+    for key in ("TLP:C", "TLP:CLEAR", "TLP:W", "TLP:WHITE"):
+        table[key] = None
+    table[MIXED] = table.get(doc["classification"])
+    return table
+
+
 def floor_build(doc: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]],
                 routes: Mapping[str, str], group_xid: str) -> List[Dict[str, Any]]:
     """The indicators (see the module docstring); ``routes``: tag type -> TC type."""
     merged, url_hosts, attribution_tags = _collect(doc["tags"], outcomes, routes)
     date, completed = _date(doc.get("submitted_at")), _date(doc.get("completed_at"))
+    last_seen = completed or date
     merged["File"] = _files(doc, date)
     tag_lists = _Tags(_attributions(attribution_tags))
-    seen = {"firstSeen": date, "lastSeen": completed or date}
+    by_files, for_files = tag_lists.by_files, tag_lists.for_files
     attributes = [{"type": "Description", "displayed": True, "value":
                    "Latest Assemblyline analysis: {}: {}".format(
                        doc["metadata"]["file_path"].rsplit("/", 1)[-1], doc["al_url"])}]
     groups = [{"groupXid": group_xid}]
-    labels = {}  # type: Dict[Any, Optional[List[Dict[str, str]]]]
+    labels = _label_table(doc)
     indicators = []
+    append = indicators.append
     sent_hosts = set()
     for kind in OUTPUT_ORDER:
         bucket = merged[kind]
         for summary in sorted(bucket):
             entry = bucket[summary]
-            extra = None
             if type(entry) is list:
                 rank, classification, shas = entry[0], entry[1], entry[2]
-                extra = entry[3] if len(entry) > 3 else None
             else:
                 rank, classification, shas = H_RANK[entry["h_type"]], entry["classification"], \
-                    entry["sha256s"] or ()
+                    entry["sha256s"]
             rating, confidence = RATINGS[rank]
-            if classification is MIXED:
-                classification = doc["classification"]
-            label = labels.get(classification, MIXED)
-            if label is MIXED:
-                name = LABELS.get(classification)
-                label = labels[classification] = [{"name": name}] if name else None
-            indicator = {"type": kind, "summary": summary, "rating": rating, "confidence": confidence}
-            if extra is not None:
+            tags = by_files.get(tuple(shas)) if type(shas) is list else None
+            if tags is None:
+                tags = for_files(shas)
+            label = labels[classification] if classification in labels else None
+            if label is not None:
+                indicator = {"type": kind, "summary": summary, "rating": rating,
+                             "confidence": confidence, "tag": tags, "securityLabel": label,
+                             "attribute": attributes, "associatedGroups": groups,
+                             "firstSeen": date, "lastSeen": last_seen}
+            else:
+                indicator = {"type": kind, "summary": summary, "rating": rating,
+                             "confidence": confidence, "tag": tags, "attribute": attributes,
+                             "associatedGroups": groups, "firstSeen": date, "lastSeen": last_seen}
+            if kind == "URL":
+                host = url_hosts.get(summary)
+                if ("Host", host) in sent_hosts:
+                    indicator["associatedIndicators"] = [{"summary": host, "indicatorType": "Host"}]
+                elif ("Address", host) in sent_hosts:
+                    indicator["associatedIndicators"] = [{"summary": host, "indicatorType": "Address"}]
+            elif kind == "Host" or kind == "Address":
+                sent_hosts.add((kind, summary))
+            elif kind == "File":
+                extra = entry[3]
                 indicator.update(extra["hashes"])
                 indicator["size"] = extra["size"]
                 indicator["fileOccurrence"] = [extra["occurrence"]]
-            indicator["tag"] = tag_lists.for_files(shas)
-            if label is not None:
-                indicator["securityLabel"] = label
-            indicator["attribute"] = attributes
-            indicator["associatedGroups"] = groups
-            indicator.update(seen)
-            if kind in ("Host", "Address"):
-                sent_hosts.add((kind, summary))
-            elif kind == "URL":
-                host = url_hosts.get(summary)
-                for host_kind in ("Host", "Address"):
-                    if (host_kind, host) in sent_hosts:
-                        indicator["associatedIndicators"] = [{"summary": host,
-                                                              "indicatorType": host_kind}]
-                        break
-            indicators.append(indicator)
+            append(indicator)
     return indicators
