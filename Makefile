@@ -19,7 +19,7 @@ find_python = $(firstword $(foreach c,\
 PYTHON_py38 := $(call find_python,3.8)
 PYTHON_py311 := $(call find_python,3.11)
 
-.PHONY: demo test venvs clean $(addprefix test-,$(PYTHONS))
+.PHONY: demo test bench venvs clean $(addprefix test-,$(PYTHONS))
 
 demo: $(VENV)/py38/.installed
 	$(VENV)/py38/bin/python -m demo
@@ -32,6 +32,28 @@ $(addprefix test-,$(PYTHONS)): test-%: $(VENV)/%/.installed
 	# as st2-run-pack-tests -x -j runs a pack's tests: pytest from the pack root, PYTHONPATH
 	# holding actions/, actions/lib/ and sensors/
 	PYTHONPATH=actions:actions/lib:sensors $(VENV)/$*/bin/python -m pytest -p no:cacheprovider -q $(PYTEST_ARGS) tests
+
+# Benchmarks (issue 14; bench/README.md): ratios side by side with the peers, never a test.
+# tcex, the peer of the indicator bench, gets its own Python 3.11 virtualenv.
+BENCH_REPEAT ?= 3
+bench: $(VENV)/py38/.installed $(VENV)/py311/.installed $(VENV)/tcex/.installed
+	@echo "=== P2 indicators on py311 (A pack, the fair floor, B tcex) ==="
+	PYTHONPATH=. $(VENV)/py311/bin/python bench/bench_indicators.py --repeat $(BENCH_REPEAT)
+	@echo "=== P2 indicators on py38 (A pack, the fair floor) ==="
+	PYTHONPATH=. $(VENV)/py38/bin/python bench/bench_indicators.py --no-tcex --no-complete --repeat $(BENCH_REPEAT)
+	@echo "=== P2 the 16 MB StackStorm document ceiling ==="
+	PYTHONPATH=. $(VENV)/py311/bin/python bench/bench_ceiling.py
+	@echo "=== P1 queue drain on py311 ==="
+	PYTHONPATH=. $(VENV)/py311/bin/python bench/bench_queue.py --repeat $(BENCH_REPEAT)
+	@echo "=== P3 end to end on py38 (orquesta) ==="
+	PYTHONPATH=. $(VENV)/py38/bin/python bench/bench_e2e.py --repeat $(BENCH_REPEAT)
+
+$(VENV)/tcex/.installed: bench/requirements-tcex.txt
+	@if [ -z "$(PYTHON_py311)" ]; then echo "make: no Python 3.11 found for tcex's virtualenv." >&2; exit 2; fi
+	rm -rf $(VENV)/tcex
+	$(PYTHON_py311) -m venv $(VENV)/tcex
+	$(VENV)/tcex/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-tcex.txt
+	touch $@
 
 venvs: $(addprefix $(VENV)/,$(addsuffix /.installed,$(PYTHONS)))
 
