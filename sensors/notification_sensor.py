@@ -2,8 +2,9 @@
 
 Each poll: dispatch pages left over from a previous process, then pop up to
 ``max_pages_per_poll`` pages (one request each), persisting every page before
-dispatching from it and removing each dispatched ingest's ledger record after
-it; a popped page whose write failed is kept in memory and written first on
+dispatching from it and marking it done with what it dispatched (two writes
+per page, whatever its size: the done page settles those ingests' ledger
+records, none is deleted per message); a popped page whose write failed is kept in memory and written first on
 the next poll, and nothing more is popped until it is. Queue failures back off
 exponentially (capped) and recover by themselves. Reconciliation of ingests
 past their deadline runs on its own schedule, after a successful queue poll,
@@ -57,7 +58,7 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._next_reconcile = 0.0
         self._reconcile_failures = 0
         self.stats = {"dispatched": 0, "duplicates": 0, "malformed": 0, "dead_letters": 0, "errors": 0,
-                      "reconcile_errors": 0, "unresolved": 0}
+                      "reconcile_errors": 0}
 
     # -- st2 lifecycle (setup stays off the network) ---------------------------
     def setup(self):
@@ -167,7 +168,7 @@ class AssemblylineNotificationSensor(PollingSensor):
         if page.triggers is not None:
             self._dispatch_outcomes(page)
             return
-        remembered, dispatched = [], []
+        remembered = []
         for message in page.messages:
             ingest_id, key = ingest_id_of(message), delivery_key_of(message)
             if (key and self._inbox.seen(key)) or (ingest_id and self._inbox.seen(ingest_id)):
@@ -183,25 +184,20 @@ class AssemblylineNotificationSensor(PollingSensor):
             for seen in keys:
                 self._inbox.remember(seen)
             remembered.extend(keys)
-            dispatched.append(ingest_id)
-        self._inbox.done(page, remembered)
-        self._resolve(dispatched)
+        self._inbox.done(page, remembered)  # settles their ledger records too
 
     def _dispatch_outcomes(self, page):
         """A reconciled outcome stored by an earlier process that may have died before or after
         dispatching it: dispatched again (flagged ``redelivered``) unless already remembered."""
         remembered = []
-        for trigger, payload, ledger_key, *keys in page.triggers:
-            keys = keys[0] if keys else [payload["ingest_id"]]
-            if trigger != OVERDUE and any(self._inbox.seen(k) for k in keys):
+        for trigger, payload, _ledger_key, keys in page.triggers:
+            if any(self._inbox.seen(k) for k in keys):
                 self.stats["duplicates"] += 1
             else:
                 self._dispatch(trigger, dict(payload), page.recovered)
-            if trigger != OVERDUE:
-                for key in keys:
-                    self._inbox.remember(key)
-                remembered.extend(keys)
-            self._resolve([ledger_key])
+            for key in keys:
+                self._inbox.remember(key)
+            remembered.extend(keys)
         self._inbox.done(page, remembered)
 
     def _dead_letter(self, message, problem, ingest_id):
@@ -218,17 +214,6 @@ class AssemblylineNotificationSensor(PollingSensor):
         self._logger.warning("Skipped a notification message (%s: %s; ingest_id %s); kept as a dead "
                              "letter (action list_dead_letters)", kind, self._scrub(problem),
                              ingest_id or "unknown")
-
-    def _resolve(self, ingest_ids):
-        """Remove dispatched ingests from the ledger, after the page is marked done: a crash
-        before this leaves records that reconciliation drops without a search."""
-        try:
-            for ingest_id in dict.fromkeys(ingest_ids):
-                self._ledger.resolve(ingest_id)
-        except Exception as error:  # noqa: BLE001 - the triggers are out; reconciliation cleans up
-            self.stats["unresolved"] += 1
-            self._logger.warning("Could not remove dispatched ingests from the ledger (reconciliation "
-                                 "will): %s", self._scrub(error))
 
     def _dispatch(self, trigger, payload, redelivered=False):
         """``redelivered``: from a page an earlier process stored and did not mark done, so this

@@ -153,7 +153,9 @@ class IngestFileTest(BaseActionTestCase):
 
     def test_records_the_pending_ingest_for_the_sensor(self):
         result = self.action().run(path=str(self.drop / "dropper.exe"))
-        raw = self.action_service.get_value(PENDING_PREFIX + result["ingest_id"], local=False)
+        [stored] = IngestLedger(self.action_service).pending()
+        raw = self.action_service.get_value(stored["key"], local=False)
+        assert stored["key"].startswith(PENDING_PREFIX) and stored["key"].endswith("." + stored["token"])
         record = json.loads(raw)
         assert record["sha256"] == result["sha256"] and record["queue"] == "st2_threatconnect"
         assert record["deadline"] - record["ingested_at"] == 7200

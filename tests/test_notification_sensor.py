@@ -17,7 +17,7 @@ from lib.config import load_config
 from lib.datastore import list_all
 from lib.inbox import Inbox
 from lib.ingest import FileIngester
-from lib.ledger import PENDING_PREFIX, IngestLedger
+from lib.ledger import CURSOR_KEY, KEEP_SECONDS, PENDING_PREFIX, IngestLedger
 from lib.sensor_lease import LEASE_PREFIX
 from notification_sensor import LEASE_POLLS, AssemblylineNotificationSensor
 from tests.emulators.assemblyline import AssemblylineEmulator
@@ -100,6 +100,12 @@ class NotificationSensorTest(BaseSensorTestCase):
                                             self.sensor_service)  # the datastore st2 shares
         return ingester.ingest_path(str(path), params, {})
 
+    def unsettled(self):
+        """Ingest_ids whose ledger record is neither dispatched nor reported (as the last sensor
+        process sees it)."""
+        reconciler = self._last_sensor._reconciler
+        return [r["ingest_id"] for r in IngestLedger(self.sensor_service).pending() if not reconciler._settled(r)]
+
     def lose_queued_messages(self):
         self.emulator.pump()  # finished analyses queue their messages first
         self.emulator.state.queues.clear()
@@ -110,7 +116,10 @@ class NotificationSensorTest(BaseSensorTestCase):
     def push(self, count, start=0):
         """Queue ``count`` messages of the real shape (taken from a real ingest), after any queued."""
         template_ingest = self.ingest(b"template http://evil.com/x", "template.bin")
-        IngestLedger(self.sensor_service).resolve(template_ingest["ingest_id"])
+        ledger = IngestLedger(self.sensor_service)
+        for record in ledger.pending():
+            if record["ingest_id"] == template_ingest["ingest_id"]:
+                ledger.forget(record["key"])
         self.emulator.pump()  # the template completes and queues its message
         with self.emulator.state.lock:  # take the template's own message out of the queue
             queue = self.emulator.state.queues[self.emulator.queue_key(AL_USER, QUEUE)]
@@ -189,7 +198,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         write_count = getattr(self.sensor_service.datastore_service, "write_count", None)
         if write_count is not None:  # only the stand-in counts writes (upstream st2tests does not)
             assert write_count <= 2 * 200 + polls + 5  # per page and one lease renewal per poll, not per message
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
     def test_malformed_messages_are_counted_and_skipped_never_fatal(self):
         self.push(3)
@@ -409,7 +418,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         [payload] = self.payloads(COMPLETED)
         assert payload["ingest_id"] == ingest["ingest_id"] and payload["reconciled"] is True
         assert payload["file_path"] == str(self.drop / "lost.bin")
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
     def test_an_ingest_whose_answer_was_lost_is_still_recorded_and_reconciled(self):
         """Assemblyline accepts the upload, the answer never arrives: the action fails, the
@@ -438,7 +447,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         [stored] = [i for i in self.emulator.ingests() if i["name"] == "answerless.bin"]
         assert payload["ingest_id"] == stored["ingest_id"] != record["token"]
         assert payload["reconciled"] is True and payload["file_path"] == str(path)
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
     def test_a_refused_upload_leaves_no_record_one_that_may_have_landed_does(self):
         from lib.errors import AssemblylineError
@@ -457,7 +466,7 @@ class NotificationSensorTest(BaseSensorTestCase):
             ledger = IngestLedger(self.sensor_service)
             assert len(ledger.pending()) == (1 if kept else 0), status
             for record in ledger.pending():
-                ledger.resolve(record["ingest_id"])
+                ledger.forget(record["key"])
 
     def test_queue_deleted_after_24h_is_recovered(self):
         ingest = self.ingest(b"http://evil.com/old", "old.bin")
@@ -501,7 +510,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         [overdue] = self.payloads(OVERDUE)
         assert overdue["ingest_id"] == lost["ingest_id"] and overdue["file_path"] == str(self.drop / "gone.bin")
         assert overdue["deadline"] < overdue["checked_at"]
-        assert [r["ingest_id"] for r in IngestLedger(self.sensor_service).pending()] == [running["ingest_id"]]
+        assert self.unsettled() == [running["ingest_id"]]
         sensor._next_reconcile = 0
         sensor.poll()
         assert len(self.payloads(OVERDUE)) == 1  # fired once
@@ -515,7 +524,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         self.emulator.clear_log()
         sensor.poll()
         assert [e for e in self.emulator.request_log if "search" in e["path"]] == []
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
         assert len(self.payloads(COMPLETED)) == 1
 
     def test_a_submission_found_failed_fires_submission_failed(self):
@@ -532,7 +541,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert payload["failure"] == "Submission {} ended in state failed".format(ingest["ingest_id"])
         assert payload["file_path"] == str(self.drop / "doomed.bin")
         assert payload["files"][0]["sha256"] == ingest["sha256"]
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
     def test_a_submission_stuck_long_after_its_deadline_becomes_overdue(self):
         self.emulator.set(analysis_delay=None)
@@ -548,7 +557,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         [overdue] = self.payloads(OVERDUE)
         assert overdue["ingest_id"] == overdue["sid"] == ingest["ingest_id"] and overdue["state"] == "submitted"
         assert overdue["checked_at"] - overdue["deadline"] >= 24 * 3600
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
         self.clock.advance(24 * 3600)
         sensor.poll()
         assert len(self.payloads(OVERDUE)) == 1
@@ -582,7 +591,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         restarted = self.sensor()
         self.clock.advance(3600)
         restarted.poll()
-        assert len(self.payloads(OVERDUE)) == 1 and IngestLedger(self.sensor_service).pending() == []
+        assert len(self.payloads(OVERDUE)) == 1 and self.unsettled() == []
 
     # -- reconciled outcomes are as durable as popped pages -------------------------
     def lost_ingest(self, name):
@@ -630,7 +639,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         restarted.poll()
         [payload] = self.payloads(COMPLETED)
         assert payload["ingest_id"] == ingest["ingest_id"] and payload["redelivered"] is True
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
     def test_a_kill_around_an_overdue_report_never_repeats_it_unflagged(self):
         self.emulator.set(analysis_delay=None)
@@ -638,19 +647,21 @@ class NotificationSensorTest(BaseSensorTestCase):
         sensor = self.sensor()
         sensor.poll()
         self.clock.advance(7201 + 24 * 3600)
-        real_resolve = IngestLedger.resolve
+        real_done = Inbox.done
 
         class Killed(BaseException):
             pass
 
-        def dying_resolve(ledger, ingest_id):
-            raise Killed()  # dispatched, then killed before the record left the ledger
-        IngestLedger.resolve = dying_resolve
+        def dying_done(inbox, page, ids):
+            if page.triggers:
+                raise Killed()  # dispatched, then killed before the outcome was marked done
+            return real_done(inbox, page, ids)
+        Inbox.done = dying_done
         try:
             with pytest.raises(Killed):
                 sensor.poll()
         finally:
-            IngestLedger.resolve = real_resolve
+            Inbox.done = real_done
         self._killed = True
         restarted = self.sensor()
         restarted.poll()
@@ -659,9 +670,9 @@ class NotificationSensorTest(BaseSensorTestCase):
         restarted.poll()
         first, again = self.payloads(OVERDUE)
         assert "redelivered" not in first and again["redelivered"] is True
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
-    def test_pending_records_never_expire_so_a_sensor_down_for_weeks_still_reports(self):
+    def test_pending_records_outlive_a_sensor_stopped_for_weeks(self):
         real_set, ttls = self.sensor_service.set_value, {}
 
         def recording_set(name, value, ttl=None, **kwargs):
@@ -670,8 +681,9 @@ class NotificationSensorTest(BaseSensorTestCase):
         self.sensor_service.set_value = recording_set
         ingest = self.lost_ingest("weeks.bin")
         self.sensor_service.set_value = real_set
-        assert ttls[PENDING_PREFIX + ingest["ingest_id"]] is None
-        self.clock.advance(30 * 24 * 3600)
+        [ttl] = [t for name, t in ttls.items() if name.startswith(PENDING_PREFIX)]
+        assert ttl >= KEEP_SECONDS + 7200 - 5
+        self.clock.advance(KEEP_SECONDS - 24 * 3600)  # stopped for four weeks
         self.sensor().poll()
         [payload] = self.payloads(COMPLETED)
         assert payload["ingest_id"] == ingest["ingest_id"] and payload["reconciled"] is True
@@ -694,36 +706,56 @@ class NotificationSensorTest(BaseSensorTestCase):
         sensor.poll()
         ids = sorted(p["ingest_id"] for p in self.payloads(COMPLETED))
         assert ids == sorted(i["ingest_id"] for i in ingests)
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
 
-    # -- the ledger: dispatched ingests leave it --------------------------------------
-    def test_dispatched_ingests_leave_the_ledger_so_it_does_not_grow(self):
+    # -- the ledger: settled without a delete per message ------------------------------
+    def count_datastore_calls(self):
+        calls = {"set_value": 0, "delete_value": 0, "get_value": 0, "list_values": 0}
+        service = self.sensor_service
+        for name in calls:
+            def counted(*args, _name=name, _real=getattr(service, name), **kwargs):
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+            setattr(service, name, counted)
+        return calls
+
+    def test_dispatched_ingests_are_settled_by_the_done_pages_not_by_deletes(self):
         sensor = self.sensor()
         ledger = IngestLedger(self.sensor_service)
+        calls = self.count_datastore_calls()
         for round_ in range(5):
-            ingests = [self.ingest("round {} file {} http://evil.com/{}".format(round_, n, n).encode(),
-                                   "r{}f{}.bin".format(round_, n)) for n in range(20)]
-            ingests.append(self.ingest("AL-EMU:SKIP {}".format(round_).encode(), "skip{}.bin".format(round_)))
-            assert len(ledger.pending()) == 21
+            for n in range(20):
+                self.ingest("round {} file {} http://evil.com/{}".format(round_, n, n).encode(),
+                            "r{}f{}.bin".format(round_, n))
+            self.ingest("AL-EMU:SKIP {}".format(round_).encode(), "skip{}.bin".format(round_))
             self.clock.advance(10)
+            before = dict(calls)
             sensor.poll()
-            assert ledger.pending() == []  # completions and failures alike
+            assert calls["delete_value"] == before["delete_value"]  # none per message
+            assert calls["set_value"] - before["set_value"] <= 3    # a page, its done mark, the lease
+            assert self.unsettled() == []  # completions and failures alike
         assert len(self.payloads(COMPLETED)) == 100 and len(self.payloads(FAILED)) == 5
-        assert self.sensor_service.list_values(local=False, prefix=PENDING_PREFIX) == []
+        assert len(ledger.pending()) == 105  # kept until they expire, never listed again:
+        self.clock.advance(7200 + 3600 + 1)
+        sensor._next_reconcile = 0
+        self.emulator.clear_log()
+        sensor.poll()  # the hours they were filed under are over and settled: the cursor moves on
+        assert [e for e in self.emulator.request_log if "/search/" in e["path"]] == []
+        cursor = self.sensor_service.get_value(CURSOR_KEY, local=False)
+        assert cursor > max(r["key"][len(PENDING_PREFIX):].split(".")[0] for r in ledger.pending())
+        listed = calls["list_values"]
+        sensor._next_reconcile = 0
+        sensor.poll()
+        assert calls["list_values"] - listed <= 2  # only the hours from the cursor to now
 
     def test_a_lost_ingest_among_notified_ones_fires_on_the_first_reconcile_run(self):
-        """Records left behind (here: deletes that fail, as st2's delete_value reports with False)
-        are dropped without a search and do not count against the per-run bound."""
+        """Records of dispatched ingests are settled without a search and do not count
+        against the per-run bound."""
         notified = [self.ingest("notified {} http://evil.com/n".format(n).encode(), "n{}.bin".format(n))
                     for n in range(45)]
-        datastore = self.sensor_service.datastore_service
-        working_delete = datastore.delete_value
-        datastore.delete_value = lambda *args, **kwargs: False
         sensor = self.sensor()
         sensor.poll()
-        datastore.delete_value = working_delete
         assert len(self.payloads(COMPLETED)) == 45
-        assert len(IngestLedger(self.sensor_service).pending()) == 45  # left behind
         lost = self.ingest(b"lost among many http://evil.com/lost", "lost.bin")
         self.lose_queued_messages()
         self.clock.advance(7201)  # every record is overdue, the lost one has the latest deadline
@@ -733,7 +765,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         assert [p["ingest_id"] for p in reconciled] == [lost["ingest_id"]]
         searches = [e for e in self.emulator.request_log if "/search/" in e["path"]]
         assert len(searches) == 1  # only the lost one needed a search
-        assert IngestLedger(self.sensor_service).pending() == []
+        assert self.unsettled() == []
         assert {p["ingest_id"] for p in self.payloads(COMPLETED)} == {i["ingest_id"] for i in notified + [lost]}
 
     def test_searches_per_run_are_bounded_and_running_ones_do_not_crowd_out_lost_ones(self):
@@ -754,8 +786,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         sensor.poll()  # records not checked yet go first
         assert sorted(p["ingest_id"] for p in self.payloads(OVERDUE)) == sorted(i["ingest_id"] for i in lost)
         assert all(p["sid"] is None and p["state"] is None for p in self.payloads(OVERDUE))
-        pending = [r["ingest_id"] for r in IngestLedger(self.sensor_service).pending()]
-        assert pending == [i["ingest_id"] for i in running]
+        assert self.unsettled() == [i["ingest_id"] for i in running]
 
     # -- datastore paging -----------------------------------------------------------
     def test_hundreds_of_pending_ingests_are_all_listed_and_reconciled(self):
@@ -765,12 +796,8 @@ class NotificationSensorTest(BaseSensorTestCase):
         for n in range(260):  # as the ingest actions record them; the last one gets no message
             ledger.record_pending("iid{:06d}".format(n), "{:064x}".format(n), "/drop/f{}.bin".format(n), QUEUE, 7200)
         assert len(ledger.pending()) == 260
-        datastore = self.sensor_service.datastore_service
-        working_delete = datastore.delete_value
-        datastore.delete_value = lambda *args, **kwargs: False  # leave every record behind
         sensor = self.sensor()
         sensor.poll()
-        datastore.delete_value = working_delete
         assert len(self.payloads(COMPLETED)) == 259 and len(ledger.pending()) == 260
         self.clock.advance(7201)
         self.emulator.clear_log()
@@ -778,7 +805,7 @@ class NotificationSensorTest(BaseSensorTestCase):
         [overdue] = self.payloads(OVERDUE)  # the last by name and deadline, found on the first run
         assert overdue["ingest_id"] == "iid000259" and overdue["file_path"] == "/drop/f259.bin"
         assert len([e for e in self.emulator.request_log if "/search/" in e["path"]]) == 2  # by id, by sha256
-        assert ledger.pending() == []
+        assert self.unsettled() == []
 
     def test_hundreds_of_stored_pages_are_all_recovered_after_a_restart(self):
         self.push(250)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 from lib.datastore import list_all
 
 PAGE_PREFIX = "page."
-DONE_TTL_SECONDS = 3 * 24 * 3600
+DONE_TTL_SECONDS = 30 * 24 * 3600  # as long as ledger records live: done pages settle them
 
 
 class Page(NamedTuple):

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from lib.assemblyline import AssemblylineService
 from lib.errors import AssemblylineError, InputError, PackError, UnsafePathError
@@ -198,20 +198,21 @@ class FileIngester:
             full_metadata.update({"file_path": opened.path, "hostname": self.hostname, "sha256": sha256,
                                   TOKEN_METADATA: token})
             # recorded before the upload, so an ingest whose answer is lost is still reconciled
-            early_warning = self._record_token(token, sha256, opened.path)
+            record, early_warning = self._record_token(token, sha256, opened.path)
             try:
                 ingest_id = self.service.ingest(copy.handle, os.path.basename(opened.path), params,
                                                 full_metadata, self.queue, threshold, submission_profile)
             except AssemblylineError as error:
                 if not error.transient:  # refused: nothing reached Assemblyline
-                    self.ledger.resolve(token)
+                    if record is not None:
+                        self.ledger.forget(record["key"])
                 else:  # the upload may have landed: reconciliation reports what became of it
                     error.args = (str(error) + "; it may have reached Assemblyline anyway: the sensor's "
                                   "reconciliation reports it after assemblyline.completion_deadline",)
                 raise
         outcome = {"path": opened.path, "status": "ingested", "ingest_id": ingest_id, "sha256": sha256,
                    "size": opened.size, "queue": self.queue}
-        warning = self._record(ingest_id, sha256, opened.path, dedupe_ttl, token) or early_warning
+        warning = self._record(ingest_id, sha256, opened.path, dedupe_ttl, token, record) or early_warning
         if warning:
             outcome["warning"] = warning
         return outcome
@@ -229,21 +230,24 @@ class FileIngester:
                     "reason": "already ingested as {}".format(previous.get("ingest_id"))}
         return None
 
-    def _record_token(self, token: str, sha256: str, path: str) -> Optional[str]:
+    def _record_token(self, token: str, sha256: str, path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
         try:
-            self.ledger.record_pending(token, sha256, path, self.queue, self.deadline_seconds, token=token)
+            record = self.ledger.record_pending(token, sha256, path, self.queue, self.deadline_seconds,
+                                                token=token)
         except Exception as exc:  # noqa: BLE001 - the upload still goes ahead; said in the result
-            return "not recorded in the datastore before the upload ({}): if its answer is lost it " \
-                   "cannot be reconciled".format(type(exc).__name__)
-        return None
+            return None, "not recorded in the datastore before the upload ({}): if its answer is lost " \
+                         "it cannot be reconciled".format(type(exc).__name__)
+        return record, None
 
-    def _record(self, ingest_id: str, sha256: str, path: str, dedupe_ttl: int, token: str) -> Optional[str]:
-        """Bookkeeping after a successful ingest: the record under its ingest_id replaces the
-        one under the token. Its failure must not hide the ingest (a failed action would invite
-        a duplicate re-submission), so it becomes a warning (the token record still covers it)."""
+    def _record(self, ingest_id: str, sha256: str, path: str, dedupe_ttl: int, token: str,
+                record: Optional[Dict[str, Any]]) -> Optional[str]:
+        """Bookkeeping after a successful ingest: the upload's record again, with its ingest_id
+        (same name and deadline). Its failure must not hide the ingest (a failed action would
+        invite a duplicate re-submission), so it becomes a warning (the token record still
+        covers it)."""
         try:
-            self.ledger.record_pending(ingest_id, sha256, path, self.queue, self.deadline_seconds, token=token)
-            self.ledger.resolve(token)
+            self.ledger.record_pending(ingest_id, sha256, path, self.queue, self.deadline_seconds, token=token,
+                                       replaces=record)
             if dedupe_ttl:
                 self.ledger.mark_ingested(sha256, ingest_id, path, dedupe_ttl)
         except Exception as exc:  # noqa: BLE001 - any datastore failure

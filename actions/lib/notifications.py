@@ -24,10 +24,10 @@ class MalformedMessage(ValueError):
 
 def ingest_id_of(message: Any) -> Optional[str]:
     """The ingest_id of a message, or None when it has none (used before full checks)."""
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         return None
     value = message.get("ingest_id")
-    if not value and isinstance(message.get("submission"), Mapping):
+    if not value and isinstance(message.get("submission"), dict):
         value = (message["submission"].get("metadata") or {}).get("ingest_id")
     return value if isinstance(value, str) and value else None
 
@@ -36,7 +36,7 @@ def delivery_key_of(message: Any) -> Optional[str]:
     """What a trigger is deduplicated by: the pack's upload token when the message carries one
     (the client retries an upload whose answer was lost, so one upload can become two ingests
     in Assemblyline: one file, one trigger), else the ingest_id."""
-    if isinstance(message, Mapping) and isinstance(message.get("submission"), Mapping):
+    if isinstance(message, dict) and isinstance(message.get("submission"), dict):
         token = (message["submission"].get("metadata") or {}).get(TOKEN_METADATA)
         if isinstance(token, str) and token:
             return "token:" + token
@@ -49,12 +49,18 @@ def token_key(record: Mapping[str, Any]) -> Optional[str]:
     return "token:" + str(token) if token else None
 
 
+def reported_key(record: Mapping[str, Any]) -> str:
+    """The key that says a ledger record was reported overdue (a warning, not an outcome:
+    it does not stop the ingest's late queue message)."""
+    return "reported:" + str(record["key"])
+
+
 def trigger_for(message: Any) -> Tuple[str, Dict[str, Any]]:
     """Return ``(trigger_ref, payload)`` for a message, or raise MalformedMessage."""
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         raise MalformedMessage("message is a {}, not an object".format(type(message).__name__))
     submission = message.get("submission")
-    if not isinstance(submission, Mapping):
+    if not isinstance(submission, dict):
         raise MalformedMessage("message has no submission object")
     ingest_id = ingest_id_of(message)
     if ingest_id is None:
@@ -151,7 +157,7 @@ def _files(files: Any) -> List[Dict[str, Any]]:
         raise MalformedMessage("submission.files is not a list")
     shaped = []
     for item in files[:MAX_FILES]:
-        if not isinstance(item, Mapping) or not isinstance(item.get("sha256"), str):
+        if not isinstance(item, dict) or not isinstance(item.get("sha256"), str):
             raise MalformedMessage("submission.files holds an entry without a sha256")
         size = item.get("size")
         shaped.append({"name": _text(item.get("name")), "sha256": item["sha256"],
@@ -162,7 +168,7 @@ def _files(files: Any) -> List[Dict[str, Any]]:
 def _metadata(metadata: Any) -> Dict[str, str]:
     if metadata is None:
         return {}
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, dict):
         raise MalformedMessage("submission.metadata is not an object")
     return {str(k): str(v)[:MAX_METADATA_VALUE] for k, v in metadata.items() if v is not None}
 

@@ -2,26 +2,27 @@
 
 Assemblyline sends no message for timeouts or exhausted retries, deletes a
 whole queue once its oldest message is 24 h old, and loses a page whose HTTP
-response is lost. The ingest actions record every ingest with a deadline and
-the sensor removes the record once it has dispatched that ingest's trigger.
-For each record past its deadline, the reconciler:
-
-- drops it without a search when its ingest_id was already dispatched (a
-  record whose removal failed or was cut short);
-- otherwise looks the submission up by ``metadata.ingest_id`` (then by the
-  file's sha256, for cache hits that created no submission of their own) and
-  dispatches ``submission_completed`` when it is completed,
-  ``submission_failed`` when it is ``failed``, ``submission_overdue`` when
-  nothing is found, and waits while it is still running, until
-  ``stuck_after`` seconds past the deadline, when it is reported overdue.
+response is lost. The ingest actions record every upload with a deadline
+(``lib.ledger``); a record is settled once its ingest was dispatched (the
+sensor's done pages remember its ingest_id and upload token) or reported
+overdue. For each unsettled record past its deadline, in the ledger hours
+from the cursor up to now, the reconciler looks the submission up by the
+upload's token (``metadata.st2_ingest_token``; by ``metadata.ingest_id`` for
+a record without one), then by the file's sha256 for cache hits that created
+no submission of their own, and dispatches ``submission_completed`` when it
+is completed, ``submission_failed`` when it is ``failed``,
+``submission_overdue`` when nothing is found, and waits while it is still
+running, until ``stuck_after`` seconds past the deadline, when it is reported
+overdue. Then the cursor moves past every leading hour that is over and
+settled: records are never deleted one by one.
 
 Each outcome goes through the inbox like a popped page (stored before its
 dispatch, marked done after), so a crash in between repeats it after a restart,
 flagged ``redelivered``, rather than losing it. Completed and failed are outcomes:
-the ingest_id is remembered, across restarts too, so a late queue message for it
-is skipped as a duplicate. Overdue is a warning: the record
-leaves the ledger (it is reported once) but the ingest_id is not remembered,
-so when the submission finishes after all, its queue message still fires
+the ingest_id and token are remembered, across restarts too, so a late queue
+message for it is skipped as a duplicate. Overdue is a warning: the record is
+settled (reported once) but the ingest is not remembered, so when the
+submission finishes after all, its queue message still fires
 ``submission_completed`` (or ``submission_failed``).
 
 A run searches at most ``max_per_run`` records: those never checked by this
@@ -34,14 +35,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from lib.assemblyline import AssemblylineService, quote_query_value
 from lib.inbox import Inbox
-from lib.ledger import IngestLedger
+from lib.ledger import HOUR, IngestLedger, hour_start
 from lib.notifications import (TOKEN_METADATA, completed_from_record, failed_from_record, overdue_payload,
-                               token_key)
+                               reported_key, token_key)
 
 SEARCH_FIELDS = "sid,state,max_score"
 # A submission still unfinished this long after its deadline is reported overdue
 # (Assemblyline deletes a queue whose oldest message is 24 h old: its message is most likely gone).
 STUCK_AFTER_SECONDS = 24 * 3600
+MAX_HOURS_PER_RUN = 48  # ledger hours listed per run (after a long stop the cursor catches up)
 
 Dispatch = Callable[[str, Dict[str, Any]], None]
 OUTCOMES = ("already_notified", "completed", "failed", "overdue", "still_running", "deferred")
@@ -65,24 +67,32 @@ class Reconciler:
         Errors (search or datastore) propagate; what was dispatched before one stays done."""
         counts = dict.fromkeys(OUTCOMES, 0)
         now = self.clock()
-        to_search = []
-        for record in self.ledger.overdue(now):
-            if self._notified(record["ingest_id"], record):
-                self.ledger.resolve(record["ingest_id"])
-                counts["already_notified"] += 1
-            else:
-                to_search.append(record)
-        waiting = {r["ingest_id"] for r in to_search}
+        hours = self.ledger.open_hours(now, MAX_HOURS_PER_RUN)
+        to_search = [r for _, records in hours for r in records
+                     if r["deadline"] <= now and not self._settled(r)]
+        waiting = {r["key"] for r in to_search}
         self._checked = {k: v for k, v in self._checked.items() if k in waiting}
-        to_search.sort(key=lambda r: self._checked.get(r["ingest_id"], 0.0))  # stable: deadline order kept
+        to_search.sort(key=lambda r: self._checked.get(r["key"], 0.0))  # stable: deadline order kept
         for record in to_search[:self.max_per_run]:
             try:
                 counts[self._reconcile(record, dispatch, now)] += 1
             except Exception:
-                self._checked[record["ingest_id"]] = now  # the next run starts with the others
+                self._checked[record["key"]] = now  # the next run starts with the others
                 raise
         counts["deferred"] = max(0, len(to_search) - self.max_per_run)
+        self._close_settled_hours(hours, now)
         return counts
+
+    def _settled(self, record: Mapping[str, Any]) -> bool:
+        """Dispatched (by queue message or reconciliation) or reported overdue."""
+        return self._notified(record["ingest_id"], record) or self.inbox.seen(reported_key(record))
+
+    def _close_settled_hours(self, hours: List[Any], now: float) -> None:
+        """Move the cursor past each leading hour that is over and holds only settled records."""
+        for hour, records in hours:
+            if hour_start(hour) + HOUR > now or not all(self._settled(r) for r in records):
+                return
+            self.ledger.close_hour(hour)
 
     def _reconcile(self, record: Mapping[str, Any], dispatch: Dispatch, now: float) -> str:
         ingest_id = record["ingest_id"]
@@ -91,7 +101,7 @@ class Reconciler:
         if record.get("token") == ingest_id and found is not None:  # answer lost: found by token
             real = self._ingest_id_of(found) or ingest_id
             if self._notified(real, record):  # its queue message came after all
-                self.ledger.resolve(ingest_id)
+                self.inbox.remember(str(token_key(record)))
                 return "already_notified"
             record = dict(record, ingest_id=real)
         if found is None:
@@ -103,13 +113,16 @@ class Reconciler:
             (trigger, payload), outcome = failed_from_record(self.service.submission(found["sid"]),
                                                              record), "failed"
         elif now < float(record["deadline"]) + self.stuck_after:
-            self._checked[ingest_id] = now
+            self._checked[record["key"]] = now
             return "still_running"
         else:
             (trigger, payload), outcome = overdue_payload(record, now, found), "overdue"
-        keys = [k for k in dict.fromkeys([record["ingest_id"], token_key(record)]) if k]
-        self._deliver(trigger, payload, ingest_id, keys, dispatch, remember=outcome != "overdue")
-        self._checked.pop(ingest_id, None)
+        if outcome == "overdue":  # a warning: a late queue message still fires
+            keys = [reported_key(record)]
+        else:
+            keys = [k for k in dict.fromkeys([record["ingest_id"], token_key(record)]) if k]
+        self._deliver(trigger, payload, record["key"], keys, dispatch)
+        self._checked.pop(record["key"], None)
         return outcome
 
     def _notified(self, ingest_id: str, record: Mapping[str, Any]) -> bool:
@@ -119,18 +132,16 @@ class Reconciler:
         return self.inbox.seen(ingest_id) or bool(key and self.inbox.seen(key))
 
     def _deliver(self, trigger: str, payload: Dict[str, Any], ledger_key: str, keys: List[str],
-                 dispatch: Dispatch, remember: bool) -> None:
-        """Stored before the dispatch, the ledger record settled and the page marked done after:
-        a crash anywhere repeats the trigger after a restart (flagged ``redelivered``), never
-        loses it. Overdue is a warning (``remember`` false): a late queue message still fires."""
+                 dispatch: Dispatch) -> None:
+        """Stored before the dispatch and marked done with ``keys`` after (they settle the
+        record, across restarts too): a crash anywhere repeats the trigger after a restart
+        (flagged ``redelivered``), never loses it."""
         page = self.inbox.outcome(trigger, payload, ledger_key, keys)
         self.inbox.persist(page)
         dispatch(trigger, payload)
-        self.ledger.resolve(ledger_key)
-        ids = keys if remember else []
-        for remembered in ids:
-            self.inbox.remember(remembered)
-        self.inbox.done(page, ids)
+        for key in keys:
+            self.inbox.remember(key)
+        self.inbox.done(page, keys)
 
     def _ingest_id_of(self, found: Mapping[str, Any]) -> Optional[str]:
         """The ingest_id Assemblyline gave an upload found by its token (its metadata)."""
