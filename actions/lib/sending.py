@@ -12,6 +12,7 @@ It returns only references and counts; the workflow then polls the jobs
 Re-sending is safe: every group has a deterministic xid and every indicator
 is keyed by its summary, so ThreatConnect updates instead of duplicating.
 """
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from lib.al_results import TagOrder, check_sid, fetch_results
@@ -123,33 +124,51 @@ def merge_indicator(first: Mapping[str, Any], second: Mapping[str, Any]) -> Dict
     return merged
 
 
+FETCH_WORKERS = 4  # submissions fetched at once (their full result and summary: network waits)
+
+
 def collect(service: Any, config: Mapping[str, Any], sids: Iterable[str], max_tags: int) -> Collected:
     """Fetch and build every submission; a permanent failure of one is listed, not fatal.
 
-    An analysis still running raises ``AnalysisNotReady`` and an unreachable
-    Assemblyline a transient ``AssemblylineError``: the whole step is retried
-    later. When no submission could be built at all, the first error is raised.
+    Up to ``FETCH_WORKERS`` submissions are fetched at once (in windows, so results are
+    held for a window only); they are built one by one in ``sids`` order. An analysis
+    still running raises ``AnalysisNotReady`` and an unreachable Assemblyline a transient
+    ``AssemblylineError``: the whole step is retried later. When no submission could be
+    built at all, the first error is raised.
     """
     collected = Collected()
     first_error: Optional[PackError] = None
     order = TagOrder.from_mapping(config.get("mapping"))
-    for sid in sids:
+    sids = list(sids)
+
+    def fetch(sid: str) -> Tuple[str, Any]:
         try:
-            results = fetch_results(service, sid, max_tags=max_tags, order=order)
-            if results["partial"]:
-                raise AnalysisNotReady("submission {} is not completed yet (state {})".format(
-                    sid, results.get("state")))
-            built = build_indicators(results, config).to_dict()
+            return sid, fetch_results(service, sid, max_tags=max_tags, order=order)
         except PackError as error:
-            if error.transient:
-                raise
-            first_error = first_error or error
-            collected.failed.append({"sid": sid, "error": str(error), "error_type": error.kind})
-            continue
-        collected.add(sid, results, built)
-        if results["truncated"]["tags"]:
-            collected.warnings.append("{}: {} tags beyond max_tags ({}) were not read".format(
-                sid, results["truncated"]["tags"], max_tags))
+            return sid, error
+
+    if len(sids) > 1:
+        service.client  # log in once before the workers share the client
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+        for start in range(0, len(sids), FETCH_WORKERS * 4):
+            for sid, results in pool.map(fetch, sids[start:start + FETCH_WORKERS * 4]):
+                try:
+                    if isinstance(results, PackError):
+                        raise results
+                    if results["partial"]:
+                        raise AnalysisNotReady("submission {} is not completed yet (state {})".format(
+                            sid, results.get("state")))
+                    built = build_indicators(results, config).to_dict()
+                except PackError as error:
+                    if error.transient:
+                        raise
+                    first_error = first_error or error
+                    collected.failed.append({"sid": sid, "error": str(error), "error_type": error.kind})
+                    continue
+                collected.add(sid, results, built)
+                if results["truncated"]["tags"]:
+                    collected.warnings.append("{}: {} tags beyond max_tags ({}) were not read".format(
+                        sid, results["truncated"]["tags"], max_tags))
     if not collected.submissions and first_error is not None:
         raise first_error
     return collected
