@@ -39,7 +39,7 @@ for sub in (os.path.join("actions", "lib"), "actions"):
 
 from lib.config import apply_defaults, load_schema  # noqa: E402
 from lib.indicators import build_indicators  # noqa: E402
-from lib.threatconnect import _encode_item, iter_jobs  # noqa: E402
+from lib.tc_batch_bodies import iter_jobs, plain_text as _encode_item  # noqa: E402
 
 _TC_DEFAULTS = apply_defaults({}, load_schema()["properties"]["threatconnect"])
 MAX_ITEMS = int(_TC_DEFAULTS["batch_max_items"])
