@@ -290,7 +290,7 @@ def odd_items():
         {"type": "Host", "summary": "obj.example", "tag": shared, "extra": object()},
         {"type": "Host", "summary": "circular.example", "tag": circular},
         {"type": "Host", "summary": "surrogate\ud800.example", "tag": shared},
-        {1: "int key", None: "none key", True: "bool key", 2.5: "float key"},
+        {1: "int key", None: "none key", False: "bool key", 2.5: "float key"},
         {},
         Sub(type="Host", summary="sub.example", tag=shared),
         collections.OrderedDict(type="Host", summary="ordered.example", tag=shared),
