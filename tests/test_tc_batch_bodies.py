@@ -238,7 +238,7 @@ def tricky_values():
         {1: "int key"}, {None: "none key"}, {True: "bool key"}, {2.5: "float key"},
         {"b": 1, "a": 2}, {"%s": "%d", "é\"": "\t", "": ""},
         Text("str subclass"), {Text("key"): 1}, Number(5), Sub(a=1), Reordered(a=1, b=2),
-        collections.OrderedDict(a=1, b=2), Colour.RED, Level.HIGH, uuid.UUID(int=7), Point(),
+        collections.OrderedDict(a=1, b=2), Level.HIGH, Point(),
         datetime.date(2026, 1, 2), datetime.datetime(2026, 1, 2, 3, 4, 5), b"bytes",
         bytearray(b"x"), {1, 2}, frozenset(), 1j, object(), circular, deep,
         [1.5, "x"], {"n": "2a00:26e::1", "m": "a,1.5", "o": "x:null"},
@@ -265,7 +265,19 @@ def test_the_json_fallback_refuses_what_json_refuses():
     with pytest.raises(UnicodeEncodeError):  # a lone surrogate: written by json, then not UTF-8
         encode_item({"summary": "\ud800"})
     with pytest.raises(TypeError):
-        encode_item({"size": uuid.UUID(int=1)})
+        encode_item({"size": object()})
+
+
+@pytest.mark.parametrize("value", [Colour.RED, uuid.UUID(int=7)], ids=["Enum", "UUID"])
+def test_objects_that_are_not_json_data_are_the_documented_difference(encoder, value):
+    """orjson writes a plain Enum member or a UUID natively where json refuses (not JSON data:
+    items come from st2 parameters or lib.indicators)."""
+    item = {"type": "Host", "summary": "x.example", "value": value}
+    assert outcome(reference_bytes, item) is TypeError
+    if encoder == "orjson":
+        assert encode_item(item) == tc_batch_bodies.orjson.dumps(item)
+    else:
+        assert outcome(encode_item, item) is TypeError
 
 
 def test_orjson_takes_the_items_it_agrees_on(encoder, monkeypatch):

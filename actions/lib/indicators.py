@@ -1093,9 +1093,11 @@ def _render(merged: Buckets, kept, context: _Context, conf: MappingSettings,
     urls: List[Dict[str, Any]] = []  # URL indicators and their hosts, for associations
     url_hosts: List[str] = []
     unmapped = 0
+    sent: Dict[str, set] = {}  # Host and Address summaries sent, for URL associations
     for tc_type in TC_TYPES:
         bucket = merged[tc_type]
         built = 0
+        start = len(indicators)
         for summary in sorted(bucket):
             if kept is not None and (tc_type, summary) not in kept:
                 continue
@@ -1127,9 +1129,11 @@ def _render(merged: Buckets, kept, context: _Context, conf: MappingSettings,
             indicators.append(indicator)
             built += 1
         counts[tc_type] = built
+        if tc_type in ("Host", "Address"):
+            sent[tc_type] = {indicator["summary"] for indicator in indicators[start:]}
     counts["unmapped_classification"] += unmapped
     if conf.url_host_associations:
-        _associate_urls_with_hosts(indicators, urls, url_hosts)
+        _associate_urls_with_hosts(urls, url_hosts, sent)
     return indicators
 
 
@@ -1159,12 +1163,10 @@ def _file_indicator(summary: str, rating: int, confidence: int, file: Mapping[st
     return indicator
 
 
-def _associate_urls_with_hosts(indicators: List[Dict[str, Any]], urls: List[Dict[str, Any]],
-                               hosts: List[str]) -> None:
+def _associate_urls_with_hosts(urls: List[Dict[str, Any]], hosts: List[str],
+                               sent: Mapping[str, set]) -> None:
     """Each URL indicator is associated with the Host or Address indicator of its host when
     that one is sent too (``associatedIndicators``, one per URL)."""
-    sent = {kind: {i["summary"] for i in indicators if i["type"] == kind}
-            for kind in ("Host", "Address")}
     for indicator, host in zip(urls, hosts):
         for kind in ("Host", "Address"):
             if host in sent[kind]:

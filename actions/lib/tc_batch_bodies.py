@@ -7,7 +7,6 @@ compact text; ``encode_item`` gets them from orjson when it is installed and
 certain to write the same bytes, and from the json module otherwise.
 """
 import json
-import marshal
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 
 try:
@@ -34,11 +33,11 @@ _BODY_TAIL = b']}'
 _BODY_OVERHEAD = len(_BODY_HEAD) + len(_BODY_MIDDLE) + len(_BODY_TAIL)
 _PLAIN = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
-# orjson and the json module write the same bytes for JSON made of exact dicts with str keys,
+# orjson and the json module write the same bytes for JSON data made of dicts with str keys,
 # lists, tuples, str, int of 64 bits, bool and None: same key order, same string escapes
 # (every code point is compared by the tests). Where they differ, json's bytes are taken:
-# * other types (subclasses, enums, UUIDs, dataclasses, datetimes, orjson.Fragment): orjson
-#   writes them its own way; ``marshal.dumps`` (C, exact built-in types only) refuses them first;
+# * subclasses (OrderedDict, a str subclass ...), dataclasses and datetimes: orjson writes them
+#   its own way; with these options it hands them to ``_not_plain``, which refuses them;
 # * what orjson refuses (non-str keys, ints over 64 bits, lone surrogates, sets, bytes, cycles);
 # * floats: 1e16 is ``1e16`` to orjson and ``1e+16`` to json, and NaN and infinities are
 #   ``null`` to orjson where json refuses them. A float or null token follows ``:``, ``,`` or
@@ -46,8 +45,18 @@ _PLAIN = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 #   deleted and those mapped to \0 and \1, it shows as ``\0\1``. Strings never hold a raw \0
 #   or \1 (orjson escapes control characters), so the probe misses no float; text that merely
 #   looks like one (``"2a00:26e::1"``) only costs the json module's encoding.
+# Objects that are not JSON data at all and that orjson still writes natively (a plain Enum
+# member, a uuid.UUID, an orjson.Fragment) are written by orjson where json refuses them.
+# Items are JSON data (st2 action parameters, lib.indicators' output): checking every value's
+# exact type (marshal, a walk) would cost more than the json module saves.
+_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+            | orjson.OPT_PASSTHROUGH_DATETIME) if orjson is not None else 0
 _PROBE_TABLE = bytes.maketrans(b":,[.eEn", b"\0\0\0\1\1\1\1")
 _PROBE_DELETE = b"0123456789+-"
+
+
+def _not_plain(value: Any) -> Any:
+    raise TypeError("{} is not plain JSON data".format(type(value).__name__))
 
 
 # The reference text: json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False).
@@ -60,12 +69,11 @@ def plain_json(item: Any) -> bytes:
 
 
 def encode_item(item: Any) -> bytes:
-    """``plain_json(item)``: the same bytes, or the same exception (TypeError, ValueError)."""
+    """``plain_json(item)`` for JSON data: the same bytes, or the same exception."""
     if orjson is not None:
         try:
-            marshal.dumps(item, 2)  # exact built-in types only (version 2: no reference table)
-            data = orjson.dumps(item)
-        except (TypeError, ValueError):  # (orjson.JSONEncodeError is a TypeError)
+            data = orjson.dumps(item, default=_not_plain, option=_OPTIONS)
+        except TypeError:  # (orjson.JSONEncodeError is a TypeError)
             return plain_json(item)
         if b"\0\1" not in data.translate(_PROBE_TABLE, _PROBE_DELETE):  # no float, no null
             return data
