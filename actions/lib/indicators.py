@@ -206,21 +206,24 @@ _FILES_SEPARATOR = "\n"  # (a sha256 holding a line break names no file: it is d
 
 
 def _files_key(shas: Any) -> str:
-    """The files a tag names, as one string: its ``sha256s`` strings lower-cased and joined
-    by ``_FILES_SEPARATOR`` (in their order); "" when it names none."""
+    """The files a tag names, as one string: its ``sha256s`` strings joined by
+    ``_FILES_SEPARATOR`` (as given: ``_Context`` lower-cases them); "" when it names none.
+    A tag from one file gives that file's own string (nothing is allocated per tag)."""
     if not shas:
         return ""
+    if type(shas) is list and len(shas) == 1:
+        shas = shas[0]
     if isinstance(shas, str):
-        return shas.lower() if _FILES_SEPARATOR not in shas else ""
+        return shas if _FILES_SEPARATOR not in shas else ""
     try:
         key = _FILES_SEPARATOR.join(shas)  # (one C call when they are all strings)
         if key.count(_FILES_SEPARATOR) == len(shas) - 1:
-            return key.lower()
+            return key
     except TypeError:  # not a list of strings
         pass
     try:
         return _FILES_SEPARATOR.join(
-            sha.lower() for sha in shas if isinstance(sha, str) and _FILES_SEPARATOR not in sha)
+            sha for sha in shas if isinstance(sha, str) and _FILES_SEPARATOR not in sha)
     except TypeError:  # not iterable: names no file
         return ""
 
@@ -1015,6 +1018,7 @@ class _Context:
     def _for_files(self, strings: List[str]) -> List[Dict[str, str]]:
         if not self.all_attributions:
             return self.base_tags
+        strings = [sha.lower() for sha in strings]
         if not strings:  # no file named: every attribution applies
             if self.all_tags is None:
                 self.all_tags = self.tag_list(self.tag_names(self.all_attributions))
