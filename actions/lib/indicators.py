@@ -64,8 +64,8 @@ Output is deterministic: indicators are sorted by type then summary, every
 list inside them is sorted, and the same tags in any order give the same
 result. The output shares no object with the input; indicators share their
 read-only ``tag``/``securityLabel``/``attribute``/``associatedGroups`` lists
-with each other (built once per distinct value: the hot path allocates one
-dict per indicator). Copy an indicator before modifying its lists.
+with each other (built once per distinct value). Copy an indicator before
+modifying its lists.
 
 Structure: one pass over the tags files every accepted value under its type and
 summary as one ``Sighting`` (a small record: highest h_type, classification,
