@@ -2,9 +2,10 @@
 
 A body is ``{"group":[...],"indicator":[...]}``. ``iter_jobs`` streams items
 into bodies of at most ``batch_max_items`` items and ``batch_max_bytes``
-bytes. Every item's bytes are exactly ``plain_json(item)``, the json module's
-compact text; ``encode_item`` gets them from orjson when it is installed and
-certain to write the same bytes, and from the json module otherwise.
+bytes. Every item's bytes are ``plain_json(item)``, the json module's compact
+text; ``encode_item`` gets them from orjson when it is installed and writes the
+same bytes (JSON data without floats or nulls), and from the json module
+otherwise.
 """
 import json
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
