@@ -1,7 +1,7 @@
 from lib.action import PackAction
 from lib.errors import ThreatConnectError
 from lib.sending import send_analyses
-from lib.threatconnect import batch_overrides
+from lib.tc_batch_config import batch_overrides
 
 
 class SendToThreatconnectAction(PackAction):

@@ -1,5 +1,5 @@
 from lib.action import PackAction
-from lib.threatconnect import batch_overrides
+from lib.tc_batch_config import batch_overrides
 
 
 class TcBatchCreateAction(PackAction):

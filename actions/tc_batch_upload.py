@@ -1,6 +1,6 @@
 from lib.action import PackAction
 from lib.errors import InputError
-from lib.threatconnect import iter_jobs
+from lib.tc_batch_bodies import iter_jobs
 
 
 class TcBatchUploadAction(PackAction):

@@ -1,7 +1,8 @@
 from lib.action import PackAction
 from lib.batch_report import error_limit, submission_summary
 from lib.errors import ThreatConnectError
-from lib.threatconnect import batch_overrides
+from lib.tc_batch_config import batch_overrides
+from lib.tc_submit import submit
 
 
 class TcSubmitIndicatorsAction(PackAction):
@@ -17,7 +18,7 @@ class TcSubmitIndicatorsAction(PackAction):
             file_merge_mode=file_merge_mode, hash_collision_mode=hash_collision_mode)
         limit = error_limit(self.pack_config, max_errors)
         try:
-            aggregate = self.threatconnect().submit(indicators or [], groups or [], action, overrides)
+            aggregate = submit(self.threatconnect(), indicators or [], groups or [], action, overrides)
         except ThreatConnectError as error:
             partial = getattr(error, "partial_result", None)
             result = error.to_result()

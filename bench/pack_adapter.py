@@ -20,7 +20,9 @@ from lib.config import apply_defaults, load_schema  # noqa: E402
 from lib.indicators import build_indicators  # noqa: E402
 from lib.tc_values import (ValueRejected, host_is_public, normalise_email, normalise_host,  # noqa: E402
                            normalise_ip, normalise_url, refang, refang_url, url_host)
-from lib.threatconnect import ThreatConnectClient, iter_jobs  # noqa: E402
+from lib.tc_batch_bodies import iter_jobs  # noqa: E402
+from lib.tc_submit import submit as tc_submit  # noqa: E402
+from lib.threatconnect import ThreatConnectClient  # noqa: E402
 
 _TC_DEFAULTS = apply_defaults({}, load_schema()["properties"]["threatconnect"])
 MAX_ITEMS = int(_TC_DEFAULTS["batch_max_items"])
@@ -62,7 +64,7 @@ def client(settings: Mapping[str, Any]) -> Any:
 def submit(tc_client: Any, indicators: List[Dict[str, Any]], groups: List[Dict[str, Any]]
            ) -> Dict[str, Any]:
     """What ``tc_submit_indicators`` runs: create, upload, poll to Completed, per job."""
-    return tc_client.submit(indicators, groups, "Create", None)
+    return tc_submit(tc_client, indicators, groups, "Create", None)
 
 
 # ------------------------------------------------------------------ the floor's outcomes

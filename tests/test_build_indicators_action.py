@@ -13,6 +13,7 @@ from get_submission_results import GetSubmissionResultsAction
 from ingest_file import IngestFileAction
 from lib.threatconnect import ThreatConnectClient
 from lib.config import load_config
+from lib.tc_submit import submit
 from tests.helpers import TC_OWNER as OWNER, assert_no_secrets, pack_config
 from tests.conftest import PACK_DIR
 
@@ -76,7 +77,7 @@ class BuildIndicatorsActionTest(BaseActionTestCase):
             assert "https://al.example.org/submission/" + sid in indicator["attribute"][0]["value"]
 
         client = ThreatConnectClient.from_config(load_config(self.config))
-        aggregate = client.submit(built["indicators"], built["groups"])
+        aggregate = submit(client, built["indicators"], built["groups"])
         assert aggregate["totals"]["error"] == 0 and aggregate["totals"]["rejected"] == 0
         assert aggregate["totals"]["success"] == len(built["indicators"]) + 1
         stored = self.tc.indicators(OWNER)
@@ -88,7 +89,7 @@ class BuildIndicatorsActionTest(BaseActionTestCase):
         before = self.tc.counts(OWNER)
         again = self.get_action_instance(self.config).run(sid=sid)
         assert again == built
-        client.submit(again["indicators"], again["groups"])
+        submit(client, again["indicators"], again["groups"])
         after = self.tc.counts(OWNER)
         assert after == before
         assert len(self.tc.indicators(OWNER)["evil-c2.top"]["attributes"]) == 1

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from lib.threatconnect import BatchJob, ThreatConnectClient, build_session
+from lib.tc_batch_bodies import BatchJob
+from lib.tc_http import build_session
+from lib.tc_submit import start_job
+from lib.threatconnect import ThreatConnectClient
 from tests.emulators.threatconnect import DROP, ThreatConnectEmulator
 from tests.helpers import TC_ACCESS_ID, TC_OWNER, TC_SECRET_KEY
 
@@ -90,7 +93,7 @@ def test_an_upload_whose_answer_was_lost_is_checked_and_sent_again_with_fresh_si
         fake_time_emu, clock):
     emu, client = fake_time_emu, fake_time_client(fake_time_emu, clock)
     emu.fail_next(DROP, method="POST", path=r"/v2/batch/\d+$")  # the body never arrives
-    client.start_job(client.batch_config(), BatchJob(b'{"indicator":[]}', 0, 0))
+    start_job(client, client.batch_config(), BatchJob(b'{"indicator":[]}', 0, 0))
     log = emu.request_log()
     assert [(e["method"], e["status"]) for e in log] == [
         ("POST", 201), ("POST", DROP), ("GET", 200), ("POST", 202)]

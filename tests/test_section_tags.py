@@ -10,6 +10,7 @@ import pytest
 from lib.al_results import shape_results
 from lib.config import load_config
 from lib.indicators import build_indicators
+from lib.tc_submit import submit
 from lib.threatconnect import ThreatConnectClient
 from tests.emulators.threatconnect import ThreatConnectEmulator
 from tests.helpers import TC_ACCESS_ID, TC_OWNER, TC_SECRET_KEY, TC_TOKEN, pack_config
@@ -105,7 +106,7 @@ def test_threatconnect_accepts_the_new_types():
                                owners=[TC_OWNER], queued_polls=0, running_polls=0) as tc:
         config = load_config(pack_config(tc_url=tc.url, mapping={"map_registry_keys": True}))
         client = ThreatConnectClient(config["threatconnect"], sleep=lambda seconds: None)
-        aggregate = client.submit(built.indicators, built.groups)
+        aggregate = submit(client, built.indicators, built.groups)
         assert aggregate["totals"]["error"] == 0, aggregate["errors"]
         stored = {r["type"] for r in tc.indicators(TC_OWNER).values()}
     assert {"Mutex", "Registry Key", "User Agent", "Host"} <= stored

@@ -12,6 +12,7 @@ import pytest
 
 from lib.config import load_config
 from lib.indicators import build_indicators
+from lib.tc_submit import submit
 from lib.threatconnect import ThreatConnectClient
 from tests.emulators.threatconnect import ThreatConnectEmulator
 from tests.helpers import TC_ACCESS_ID, TC_OWNER, TC_SECRET_KEY, TC_TOKEN, pack_config
@@ -37,7 +38,7 @@ def send(tc, doc, **mapping):
     config = load_config(pack_config(tc_url=tc.url, mapping=mapping) if mapping else pack_config(tc_url=tc.url))
     built = build_indicators(doc, config)
     client = ThreatConnectClient(config["threatconnect"], sleep=lambda seconds: None)
-    aggregate = client.submit(built.indicators, built.groups)
+    aggregate = submit(client, built.indicators, built.groups)
     assert aggregate["totals"]["error"] == 0, aggregate["errors"]
     return built
 

@@ -16,9 +16,12 @@ import requests
 import urllib3
 
 from lib.errors import ConfigError, InputError, ThreatConnectError
-from lib.threatconnect import (HmacAuth, ThreatConnectClient, TokenAuth, build_session,
-                               hmac_signature, iter_jobs, retry_after_seconds,
-                               validate_batch_config)
+from lib.tc_auth import HmacAuth, TokenAuth, hmac_signature
+from lib.tc_batch_bodies import iter_jobs
+from lib.tc_batch_config import validate_batch_config
+from lib.tc_http import build_session, retry_after_seconds
+from lib.tc_submit import submit
+from lib.threatconnect import ThreatConnectClient
 from tests.emulators.threatconnect import BATCH_DISABLED_TEXT, PERMISSION_DENIED_TEXT
 from tests.emulators.threatconnect import ThreatConnectEmulator
 from tests.helpers import batch_adapter
@@ -190,7 +193,7 @@ def test_session_tls_proxies_and_connection_retry(tmp_path):
 
 
 def test_tls_verification_off_is_logged(caplog):
-    with caplog.at_level(logging.WARNING, logger="lib.threatconnect"):
+    with caplog.at_level(logging.WARNING, logger="lib.tc_http"):
         build_session(settings_for("https://tc.example/api", verify_tls=False))
     assert "verification is off" in caplog.text
 
@@ -466,7 +469,7 @@ def test_submit_splits_by_count_groups_first(emu, rec):
     groups = [{"type": "Report", "name": "Run {}".format(i), "xid": "pack:run:{}".format(i)}
               for i in range(2)]
     indicators = hosts(18, associatedGroups=[{"groupXid": "pack:run:1"}])
-    result = client.submit(indicators, groups=iter(groups))
+    result = submit(client, indicators, groups=iter(groups))
     assert [(j["groups"], j["indicators"]) for j in result["jobs"]] == [
         (2, 3), (0, 5), (0, 5), (0, 5)]
     assert result["totals"] == {"items": 20, "success": 20, "error": 0, "unprocessed": 0,
@@ -480,7 +483,7 @@ def test_submit_splits_by_count_groups_first(emu, rec):
 
 def test_submit_splits_by_bytes(emu, rec):
     client = client_for(emu, rec, batch_max_bytes=1024, batch_gzip=True)
-    result = client.submit(hosts(60, tag=[{"name": "Assemblyline"}]))
+    result = submit(client, hosts(60, tag=[{"name": "Assemblyline"}]))
     jobs = emu.jobs()
     assert len(jobs) > 5 and all(j["upload_bytes"] <= 1024 and j["gzip"] for j in jobs)
     assert sum(j["items"] for j in jobs) == 60 == result["totals"]["success"]
@@ -492,7 +495,7 @@ def test_submit_reports_every_error_and_continues(emu, rec):
     items = list(hosts(10))
     items[2]["rating"] = 9
     items[7]["summary"] = "UPPER.example"
-    result = client.submit(items)
+    result = submit(client, items)
     assert result["totals"]["success"] == 8 and result["totals"]["error"] == 2
     assert [(e["batch_id"], e["reason"]) for e in result["errors"]] == [
         (1001, "Invalid Host h2.bad.example: rating must be between 0 and 5"),
@@ -504,7 +507,7 @@ def test_submit_halt_on_error_stops_the_submission(emu, rec):
     client = client_for(emu, rec, batch_max_items=10, halt_on_error=True)
     items = list(hosts(25))
     items[3]["confidence"] = 101
-    result = client.submit(items)
+    result = submit(client, items)
     assert result["jobs"] == [{"batch_id": 1001, "status": "Completed", "items": 10,
                                "groups": 0, "indicators": 10, "success_count": 3,
                                "error_count": 1, "unprocessed_count": 6}]
@@ -516,13 +519,13 @@ def test_submit_halt_on_error_stops_the_submission(emu, rec):
 
 def test_submit_delete_jobs(emu, rec):
     client = client_for(emu, rec, batch_max_items=4)
-    client.submit(hosts(10), groups=[{"type": "Incident", "name": "i", "xid": "x1"}])
-    result = client.submit(hosts(6), groups=[{"type": "Incident", "name": "i", "xid": "x1"}],
+    submit(client, hosts(10), groups=[{"type": "Incident", "name": "i", "xid": "x1"}])
+    result = submit(client, hosts(6), groups=[{"type": "Incident", "name": "i", "xid": "x1"}],
                             action="Delete")
     assert result["action"] == "Delete" and result["totals"]["success"] == 7
     assert sorted(emu.indicators(OWNER)) == ["h{}.bad.example".format(i) for i in range(6, 10)]
     assert emu.groups(OWNER) == {}
-    again = client.submit(hosts(2), action="Delete")
+    again = submit(client, hosts(2), action="Delete")
     assert again["totals"]["error"] == 2
     assert all(e["reason"].startswith("Item not found") for e in again["errors"])
     assert all(j["config"]["action"] == "Delete" for j in emu.jobs()[3:])
@@ -531,7 +534,7 @@ def test_submit_delete_jobs(emu, rec):
 def test_submit_poll_timeout_backs_off_and_reports_unfinished(emu, rec):
     emu.configure(stuck_running=True)
     client = client_for(emu, rec, batch_max_items=5, poll_timeout=100)
-    result = client.submit(hosts(12))
+    result = submit(client, hosts(12))
     assert rec.sleeps == [1, 2, 4, 8, 16, 30, 30, 9]
     assert result["unfinished"] == [1001] and result["jobs"][0]["status"] == "Running"
     assert result["stopped"]["reason"] == "poll_timeout"
@@ -541,7 +544,7 @@ def test_submit_poll_timeout_backs_off_and_reports_unfinished(emu, rec):
 def test_submit_stops_on_a_fatal_reason(emu, rec):
     emu.configure(fatal_jobs=True)
     client = client_for(emu, rec, batch_max_items=5)
-    result = client.submit(hosts(12))
+    result = submit(client, hosts(12))
     assert result["stopped"]["reason"] == "fatal_error"
     assert result["stopped"]["message"].startswith("Encountered an unexpected Exception")
     assert result["totals"]["unprocessed"] == 5 and result["totals"]["not_submitted"] == 7
@@ -550,7 +553,7 @@ def test_submit_stops_on_a_fatal_reason(emu, rec):
 def test_submit_reports_a_missing_error_file(emu, rec):
     emu.configure(error_file_delay=5)
     client = client_for(emu, rec)
-    result = client.submit([{"type": "Host", "summary": "Bad.example"}])
+    result = submit(client, [{"type": "Host", "summary": "Bad.example"}])
     assert result["totals"]["error"] == 1
     assert result["errors"][0]["reason"].startswith("ThreatConnect counted 1 errors")
 
@@ -560,7 +563,7 @@ def test_submit_rejects_unsendable_items_locally(emu, rec):
     items = [7, {"type": "Host", "summary": "nan.example", "rating": float("nan")},
              {"type": "Host", "summary": "big.example", "description": "x" * 2000},
              {"type": "Host", "summary": "fine.example"}]
-    result = client.submit(items)
+    result = submit(client, items)
     assert result["totals"]["rejected"] == 3 and result["totals"]["success"] == 1
     assert [e["source"] for e in result["errors"]] == ["int", "nan.example", "big.example"]
 
@@ -569,7 +572,7 @@ def test_submit_failure_carries_the_partial_result(emu, rec):
     client = client_for(emu, rec, batch_max_items=2)
     emu.fail_next(500, count=10, method="POST", path=r"/v2/batch/1002$")  # outlasts the resends
     with pytest.raises(ThreatConnectError) as caught:
-        client.submit(hosts(5))
+        submit(client, hosts(5))
     partial = caught.value.partial_result
     assert [(j["batch_id"], j["status"]) for j in partial["jobs"]] == [
         (1001, "Completed"), (1002, "Created")]
@@ -590,7 +593,7 @@ def test_submit_100k_by_count_and_bytes_loses_and_duplicates_nothing(emu, rec):
                    "attribute": [{"type": "Description", "value": "seen in run {}".format(i)}]}
 
     started = time.monotonic()
-    result = client.submit(indicators())
+    result = submit(client, indicators())
     elapsed = time.monotonic() - started
     jobs = emu.jobs()
     assert [j["items"] for j in jobs][:2] == [25000, 25000]
@@ -610,7 +613,7 @@ def test_submit_memory_stays_flat(rec):
         client.session.mount("https://", batch_adapter())
         tracemalloc.start()
         try:
-            result = client.submit(hosts(count, tag=[{"name": "Assemblyline"}]))
+            result = submit(client, hosts(count, tag=[{"name": "Assemblyline"}]))
             return tracemalloc.get_traced_memory()[1], result
         finally:
             tracemalloc.stop()
@@ -646,7 +649,7 @@ def test_no_secret_in_messages_reprs_logs_or_results(emu, rec, caplog):
     for auth in ("hmac", "token"):
         client = client_for(emu, rec, auth=auth, batch_max_items=3)
         texts += [repr(client), str(client.session.auth), repr(client.session.auth)]
-        result = client.submit(hosts(7), groups=[{"type": "Report", "name": "r", "xid": "x"}])
+        result = submit(client, hosts(7), groups=[{"type": "Report", "name": "r", "xid": "x"}])
         texts.append(json.dumps(result))
         emu.configure(batch_disabled=True)
         for call in (lambda: client.create_batch(client.batch_config()),
@@ -674,7 +677,7 @@ def test_submit_resends_an_upload_that_never_arrived(emu, rec):
     emu.configure(queued_polls=0, running_polls=0)
     client = client_for(emu, rec, retries=2)
     emu.fail_next(502, method="POST", path=r"/v2/batch/\d+$")  # before the server saw it
-    result = client.submit(list(hosts(3)))
+    result = submit(client, list(hosts(3)))
     assert result["totals"]["success"] == 3 and result["totals"]["error"] == 0
     assert len(requests_to(emu, "POST", r"/v2/batch/\d+$")) == 2  # the status said Created
     assert emu.counts(OWNER)["indicators"] == 3
@@ -684,7 +687,7 @@ def test_submit_does_not_resend_an_upload_whose_answer_was_lost(emu, rec):
     emu.configure(queued_polls=0, running_polls=0)
     client = client_for(emu, rec, retries=2)
     emu.fail_next(502, method="POST", path=r"/v2/batch/\d+$", after=True)  # accepted, answer lost
-    result = client.submit(list(hosts(3, start=100, attribute=[
+    result = submit(client, list(hosts(3, start=100, attribute=[
         {"type": "Description", "value": "once"}])), overrides={"attributeWriteType": "Append"})
     assert result["totals"]["success"] == 3
     assert len(requests_to(emu, "POST", r"/v2/batch/\d+$")) == 1  # status said Queued: not replayed
@@ -697,7 +700,7 @@ def test_submit_gives_up_when_uploads_keep_failing(emu, rec):
     client = client_for(emu, rec, retries=2)
     emu.fail_next(503, count=10, method="POST", path=r"/v2/batch/\d+$")
     with pytest.raises(ThreatConnectError) as failed:
-        client.submit(list(hosts(2, start=200)))
+        submit(client, list(hosts(2, start=200)))
     assert failed.value.status == 503
     assert len(requests_to(emu, "POST", r"/v2/batch/\d+$")) == 3  # first try + 2 resends
     assert failed.value.partial_result["jobs"][0]["status"] == "Created"

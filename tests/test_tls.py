@@ -18,6 +18,7 @@ from check_config import CheckConfigAction
 from lib.assemblyline import AssemblylineService, quote_query_value
 from lib.config import load_config
 from lib.errors import AssemblylineError, ThreatConnectError
+from lib.tc_submit import submit
 from lib.threatconnect import ThreatConnectClient
 from st2tests.base import BaseActionTestCase
 from tc_submit_indicators import TcSubmitIndicatorsAction
@@ -133,7 +134,7 @@ def test_tc_refuses_a_self_signed_server_by_default(https_tc, ca_env, auth):
 def test_tc_with_the_ca_bundle_reads_and_submits(https_tc, certificate, ca_env):
     client = ThreatConnectClient(tc_settings(https_tc, ca_bundle=certificate.cert))
     assert client.indicator_types() and TC_OWNER in client.owners()
-    result = client.submit(hosts(3))
+    result = submit(client, hosts(3))
     assert result["totals"]["success"] == 3 and result["stopped"] is None
 
 
@@ -144,10 +145,10 @@ def test_tc_without_verification_works_and_warns_once_per_client(https_tc, ca_en
         client = ThreatConnectClient(tc_settings(https_tc, verify_tls=False))
         for _ in range(3):
             client.indicator_types()
-        assert client.submit(hosts(2))["totals"]["success"] == 2
-        assert len(tls_warnings(caplog, "lib.threatconnect")) == 1
+        assert submit(client, hosts(2))["totals"]["success"] == 2
+        assert len(tls_warnings(caplog, "lib.tc_http")) == 1
         ThreatConnectClient(tc_settings(https_tc, verify_tls=False)).indicator_types()
-        assert len(tls_warnings(caplog, "lib.threatconnect")) == 2  # once per client
+        assert len(tls_warnings(caplog, "lib.tc_http")) == 2  # once per client
         assert not [w for w in seen if issubclass(w.category, InsecureRequestWarning)]
         # the recorder does see urllib3's warning for a request that is not the pack's
         requests.get(https_tc.url.replace("127.0.0.1", "localhost") + "/v2/owners", verify=False, timeout=5)

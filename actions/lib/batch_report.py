@@ -6,6 +6,8 @@ carry thousands. Action results keep every count but list only the first
 """
 from typing import Any, Dict, List, Mapping, Optional
 
+from lib.tc_submit import job_errors
+
 STATUS_COUNTS = {
     "successCount": "success_count", "errorCount": "error_count", "unprocessCount": "unprocessed_count",
     "successIndicatorCount": "success_indicator_count", "errorIndicatorCount": "error_indicator_count",
@@ -55,7 +57,7 @@ def jobs_report(client: Any, batch_ids: List[int], limit: int) -> Dict[str, Any]
     if not unfinished:
         for job in jobs:
             if job.get("error_count") or job.get("error_indicator_count") or job.get("error_group_count"):
-                errors.extend(client.job_errors(job["batch_id"], job.get("error_count", 0)))
+                errors.extend(job_errors(client, job["batch_id"], job.get("error_count", 0)))
     report = {"completed": not unfinished, "jobs": jobs, "totals": totals, "unfinished": unfinished,
               "error_count": totals["error_count"]}
     report.update(first_errors(errors, limit))

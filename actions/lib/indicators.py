@@ -64,18 +64,17 @@ Output is deterministic: indicators are sorted by type then summary, every
 list inside them is sorted, and the same tags in any order give the same
 result. The output shares no object with the input; indicators share their
 read-only ``tag``/``securityLabel``/``attribute``/``associatedGroups`` lists
-with each other (built once per distinct value: the hot path allocates one
-dict per indicator). Copy an indicator before modifying its lists.
+with each other (built once per distinct value). Copy an indicator before
+modifying its lists.
 
-Speed (``bench/bench_indicators.py``): the only container the build keeps
-per indicator is the indicator dict itself (a tag seen once is kept by
-reference until it is rendered, a duplicate becomes a small merge list,
-normalised values are memoised as plain strings, tag lists are shared by
-content), it creates no reference cycles, and what it allocates is filed
-directly in the collector's oldest generation (``_allocated_as_old``).
+Structure: one pass over the tags files every accepted value under its type and
+summary as one ``Sighting`` (a small record: highest h_type, classification,
+files, URL host); duplicates merge into it; ``_render`` turns each sighting into
+its indicator dict. Normalised values are memoised per build (per raw value,
+and host names across Host tags, URLs and e-mail addresses). The build leaves
+the garbage collector alone and makes no reference cycles; the indicator dicts
+are the only containers it leaves behind.
 """
-import contextlib
-import gc
 import hashlib
 import math
 import ntpath
@@ -83,14 +82,14 @@ import posixpath
 import re
 from datetime import datetime, timezone
 from operator import itemgetter
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, Union
 
 from lib.al_results import H_RANK, H_TYPES, VERDICT_H_TYPES, is_true, verdict_for
 from lib.errors import ConfigError, InputError
 from lib.tc_values import (
-    ValueRejected, clean_text, host_is_public, normalise_email, normalise_hash, normalise_host,
-    normalise_ip, normalise_mutex, normalise_registry_key, normalise_url, normalise_user_agent,
-    refang, refang_url, tag_name, url_host)
+    HostNames, ValueRejected, clean_text, normalise_email, normalise_hash, normalise_ip,
+    normalise_mutex, normalise_registry_key, normalise_url, normalise_user_agent, refang,
+    refang_url, tag_name, url_host)
 
 # Assemblyline tag type -> value kind; the kind names the normaliser and the TC type.
 TAG_KINDS = {
@@ -193,30 +192,86 @@ FILTER_REASONS = ("safelisted", "below_h_type", "rejected", "private", "file_bel
 OTHER_COUNTS = ("tags_total", "not_indicator", "attribution", "duplicate", "refanged",
                 "unmapped_classification")
 
-def _host_and_scope(value: str) -> Tuple[str, bool]:
-    host = normalise_host(value)
-    return host, host_is_public(host)
-
-
-# The tag keys the build reads. A tag that is a plain dict with all of them is
-# read with one C call (and kept by reference in the merge buckets); any other
-# mapping is first copied into such a dict through its own ``get``.
+# The tag keys the build reads. A tag that is a plain dict with all of them is read
+# with one C call; any other mapping is first copied into such a dict through its ``get``.
 _TAG_KEYS = ("type", "value", "h_type", "safelisted", "classification", "sha256s")
 _tag_fields = itemgetter(*_TAG_KEYS)
-_merge_fields = itemgetter("h_type", "classification", "sha256s")
 
 
 def _tag_snapshot(tag: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: tag.get(key) for key in _TAG_KEYS}
 
 
-def _tag_shas(shas: Any) -> Any:
-    """A tag's ``sha256s`` as the build keeps them: nothing is (), a lone string a 1-tuple."""
+_FILES_SEPARATOR = "\n"  # (a sha256 holding a line break names no file: it is dropped)
+
+
+def _files_key(shas: Any) -> str:
+    """The files a tag names, as one string: its ``sha256s`` strings joined by
+    ``_FILES_SEPARATOR`` (as given: ``_Context`` lower-cases them); "" when it names none.
+    A tag from one file gives that file's own string (nothing is allocated per tag)."""
     if not shas:
-        return ()
-    if type(shas) is str:
-        return (shas,)
-    return shas
+        return ""
+    if type(shas) is list and len(shas) == 1:
+        shas = shas[0]
+    if isinstance(shas, str):
+        return shas if _FILES_SEPARATOR not in shas else ""
+    try:
+        key = _FILES_SEPARATOR.join(shas)  # (one C call when they are all strings)
+        if key.count(_FILES_SEPARATOR) == len(shas) - 1:
+            return key
+    except TypeError:  # not a list of strings
+        pass
+    try:
+        return _FILES_SEPARATOR.join(
+            sha for sha in shas if isinstance(sha, str) and _FILES_SEPARATOR not in sha)
+    except TypeError:  # not iterable: names no file
+        return ""
+
+
+def _files_of(key: str) -> List[str]:
+    return key.split(_FILES_SEPARATOR) if key else []
+
+
+_MIXED = object()  # an indicator seen with different classifications
+
+
+class Sighting(TypedDict):
+    """One indicator in the making: what the tags (or files) with its summary said.
+
+    ``rank``: the highest h_type rank; ``classification``: theirs, or ``_MIXED``
+    when they differ; ``files``: the files it was found in (``_files_key``);
+    ``file``: a File indicator's hashes, size and occurrences (else None);
+    ``host``: a URL's host (else None).
+
+    A plain dict of strings and numbers, on purpose: CPython does not track
+    such a dict for its garbage collector (so sightings never reach its older
+    generations), and ``_render`` drops each one as it makes its indicator
+    (the collector's counts follow live containers). Measured with a class
+    instead (slots, a NamedTuple): the benchmark's 37,000 sightings brought one
+    or two full collections of the whole heap into a 50,000-tag build (+0.2 to
+    0.5 s); with this record the build needs fewer collections than before.
+    """
+
+    rank: int
+    classification: Any
+    files: str
+    file: Optional[Dict[str, Any]]
+    host: Optional[str]
+
+
+def _merge(sighting: Sighting, rank: int, classification: Any, files: str) -> None:
+    """Another sighting of the same summary."""
+    if rank > sighting["rank"]:
+        sighting["rank"] = rank
+    if sighting["classification"] is not _MIXED and classification != sighting["classification"]:
+        sighting["classification"] = _MIXED
+    if files and files != sighting["files"]:
+        union = dict.fromkeys(_files_of(sighting["files"]))
+        union.update(dict.fromkeys(_files_of(files)))
+        sighting["files"] = _FILES_SEPARATOR.join(union)
+
+
+Buckets = Dict[str, Dict[str, Sighting]]  # TC type -> summary -> sighting
 
 
 class BuildResult:
@@ -511,9 +566,6 @@ class _Rejections:
         return [self.items[key] for key in sorted(self.items)]
 
 
-_MIXED = object()  # an indicator seen with different classifications
-
-
 def build_indicators(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResult:
     """Map one submission's results to ThreatConnect indicators and its group.
 
@@ -521,49 +573,7 @@ def build_indicators(results: Mapping[str, Any], settings: Mapping[str, Any]) ->
     tags not a list ...) and ``ConfigError`` for unusable mapping settings.
     Bad individual values never raise: they are listed in ``rejected``.
     """
-    with _allocated_as_old():
-        return _build(results, settings)
-
-
-@contextlib.contextmanager
-def _allocated_as_old():
-    """Pause the cyclic collector during the build; file what it allocated as old objects.
-
-    The output is one dict per indicator, and each holds lists, so CPython
-    tracks every one of them; 150,000 of them make the collector run a full
-    collection of the whole heap (all of the caller's objects too) during the
-    build or, when it was merely paused, just after it. Those dicts cannot be
-    in a reference cycle (the build makes none, see the tests), so examining
-    them finds nothing. Here the young generations are first collected as the
-    collector would do soon anyway (so that only objects allocated during the
-    build are affected), the collector is paused, and afterwards
-    ``gc.freeze()`` + ``gc.unfreeze()`` move those objects into the oldest
-    generation (documented behaviour: unfreeze puts them "back into the oldest
-    generation") without examining them, and resets the young counts. Nothing
-    stays frozen or disabled and the thresholds are untouched; the objects are
-    examined by later full collections like any other long-lived object and
-    freed by reference counting when the result is dropped.
-
-    Left alone when the collector is disabled (the caller manages it) or the
-    process froze objects itself (``unfreeze`` would thaw them). Objects other
-    threads allocate meanwhile are filed as old too (at worst, a cycle among
-    them is collected by the next full collection instead of a young one).
-    """
-    if not gc.isenabled() or not hasattr(gc, "freeze") or gc.get_freeze_count():
-        yield
-        return
-    gc.collect(1)
-    gc.disable()
-    try:
-        yield
-    finally:
-        try:
-            gc.freeze()
-        finally:
-            try:
-                gc.unfreeze()
-            finally:
-                gc.enable()
+    return _build(results, settings)
 
 
 def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResult:
@@ -595,24 +605,8 @@ def _build(results: Mapping[str, Any], settings: Mapping[str, Any]) -> BuildResu
     named = _attribution_groups(attributions, conf)
     context.group_refs = [{"groupXid": xid}] + [{"groupXid": g["xid"]} for g in named]
     indicators = _render(merged, kept, context, conf, counts)
-    if conf.url_host_associations:
-        _associate_urls_with_hosts(indicators)
     group = _group(sub, conf, context, xid)
     return BuildResult(indicators, [group] + named, rejections.sorted(), counts, xid, warnings)
-
-
-def _associate_urls_with_hosts(indicators: List[Dict[str, Any]]) -> None:
-    """Each URL indicator is associated with the Host or Address indicator of its host when
-    that one is sent too (``associatedIndicators``, one per URL)."""
-    sent = {(i["type"], i["summary"]) for i in indicators if i["type"] in ("Host", "Address")}
-    for indicator in indicators:
-        if indicator["type"] != "URL":
-            continue
-        host = url_host(indicator["summary"])
-        for kind in ("Host", "Address"):
-            if (kind, host) in sent:
-                indicator["associatedIndicators"] = [{"summary": host, "indicatorType": kind}]
-                break
 
 
 def _attribution_groups(attributions, conf: MappingSettings) -> List[Dict[str, Any]]:
@@ -647,19 +641,19 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
                   rejections: _Rejections):
     """One pass over the tags: filter, normalise, merge duplicates.
 
-    Returns ``merged`` ({TC type: {summary: entry}}) and the attribution tags
-    ([(rank, order, name, sha256s)]). An entry is the tag itself (a dict with
-    every ``_TAG_KEYS`` key) while its summary has been seen once, and
-    ``[rank, classification, sha256s, extra]`` once merged (and for files):
-    the common case allocates no container per tag.
+    Returns the sightings (``Buckets``) and the attribution tags
+    ([(rank, order, name, sha256s)]).
     """
-    merged: Dict[str, Dict[str, Any]] = {name: {} for name in TC_TYPES}
+    merged: Buckets = {name: {} for name in TC_TYPES}
     attributions = []
-    memos: Dict[str, Dict[str, Any]] = {}
-    routes = {}  # tag type -> (memo of raw value -> outcome, bucket, outcome function)
+    host_names = HostNames()  # shared by Host tags, URLs, e-mail addresses, non-web URIs
+    values = _value_memos(host_names)
+    routes = {}  # tag type -> (bucket, the kind's _ValueMemo and its tables)
     for type_name, kind in TAG_KINDS.items():
         if type_name in conf.tag_types:  # a switched-off type counts as not_indicator
-            routes[type_name] = (memos.setdefault(kind, {}), merged[kind], _OUTCOMES[kind])
+            memo = values[kind]
+            routes[type_name] = (merged[kind], memo, memo.summaries, memo.private, memo.refanged,
+                                 memo.hosts)
     fields = _tag_fields
     rank_of = H_RANK
     min_rank = conf.min_rank
@@ -676,8 +670,7 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
         try:
             tag_type, raw, h_type, is_safelisted, classification, shas = fields(tag)
         except KeyError:  # a key is missing: read it as None, like dict.get
-            tag = _tag_snapshot(tag)
-            tag_type, raw, h_type, is_safelisted, classification, shas = fields(tag)
+            tag_type, raw, h_type, is_safelisted, classification, shas = fields(_tag_snapshot(tag))
         if type(tag_type) is not str:
             rejections.add(raw, tag_type, "malformed_tag", "type is not a string")
             rejected += 1
@@ -705,48 +698,34 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
             rejections.add(raw, tag_type, "malformed_tag", "value is not a string")
             rejected += 1
             continue
-        memo, bucket, outcome_of = route
-        outcome = memo.get(raw)
-        if outcome is None:
-            outcome = memo[raw] = outcome_of(raw)
-        if type(outcome) is str:  # public and not refanged: the summary alone
-            summary = outcome
-        elif type(outcome) is ValueRejected:
-            moved = _authority_of_non_web_uri(raw, outcome) if outcome.reason == "unsupported_scheme" else None
+        bucket, value_memo, summaries, not_public, was_refanged, url_hosts = route
+        summary = summaries.get(raw)
+        if summary is None:
+            summary = summaries[raw] = value_memo.summary(raw)
+        if type(summary) is not str:  # a ValueRejected
+            moved = _authority_of_non_web_uri(raw, host_names) \
+                if summary.reason == "unsupported_scheme" else None
             if moved is None:
-                rejections.add(raw, tag_type, outcome.reason, outcome.detail)
+                rejections.add(raw, tag_type, summary.reason, summary.detail)
                 rejected += 1
                 continue
             kind, summary, public = moved  # tcp://1.2.3.4:443/ -> the Address it contacts
-            bucket = merged[kind]
-            if drop_private and not public:
-                private += 1
-                continue
+            bucket, host = merged[kind], None
         else:
-            summary, public, was_refanged = outcome
-            if was_refanged:
+            if was_refanged and raw in was_refanged:
                 refanged += 1
-            if drop_private and not public:
-                private += 1
-                continue
-        entry = bucket.get(summary)
-        if entry is None:
-            bucket[summary] = tag  # read again by _render (and _apply_cap)
+            public = summary not in not_public
+            host = url_hosts.get(summary) if url_hosts else None
+        if drop_private and not public:
+            private += 1
             continue
-        duplicate += 1
-        if type(entry) is not list:  # the second sighting: start a merge entry
-            first_h_type, first_classification, first_shas = _merge_fields(entry)
-            entry = bucket[summary] = [rank_of[first_h_type], first_classification,
-                                       _tag_shas(first_shas), None]
-        if rank > entry[0]:
-            entry[0] = rank
-        if entry[1] is not _MIXED and classification != entry[1]:
-            entry[1] = _MIXED
-        shas = _tag_shas(shas)
-        if shas and shas != entry[2]:
-            union = set(_hashable(entry[2]))
-            union.update(_hashable(shas))
-            entry[2] = union
+        sighting = bucket.get(summary)
+        if sighting is None:
+            bucket[summary] = {"rank": rank, "classification": classification,
+                               "files": _files_key(shas), "file": None, "host": host}
+        else:
+            duplicate += 1
+            _merge(sighting, rank, classification, _files_key(shas))
     counts["tags_total"] += len(tags)
     counts["safelisted"] += safelisted
     counts["below_h_type"] += below
@@ -758,7 +737,7 @@ def _collect_tags(tags: Sequence[Any], conf: MappingSettings, counts: Dict[str, 
     return merged, _collect_attributions(attributions, conf, counts, rejections)
 
 
-def _authority_of_non_web_uri(raw: str, rejected: ValueRejected) -> Optional[Tuple[str, str, bool]]:
+def _authority_of_non_web_uri(raw: str, host_names: HostNames) -> Optional[Tuple[str, str, bool]]:
     """``(TC type, summary, is_public)`` of the host a non-web URI (``tcp://``, ``udp://``,
     ``smb://`` ...) contacts: an Address or a Host; None when it has none worth sending."""
     try:
@@ -773,10 +752,10 @@ def _authority_of_non_web_uri(raw: str, rejected: ValueRejected) -> Optional[Tup
     except ValueRejected:
         pass
     try:
-        name = normalise_host(host)
+        name, public = host_names(host)
     except ValueRejected:
         return None
-    return "Host", name, host_is_public(name)
+    return "Host", name, public
 
 
 def _hashable(shas) -> List[str]:
@@ -786,31 +765,56 @@ def _hashable(shas) -> List[str]:
         return []
 
 
-def _outcome_function(normalise, unfang):
-    """raw value -> its memoised outcome: the summary (a str) when it is public and
-    was not defanged, else ``(summary, is_public, was_refanged)``, or the ValueRejected."""
-    def outcome(raw: str):
+class _ValueMemo:
+    """One indicator kind's normaliser, memoised for one build: raw value -> summary.
+
+    ``summaries`` maps each raw value met to its summary (a str) or to why it
+    was rejected (a ``ValueRejected``). What else the build needs is kept
+    beside it, in sets and dicts of strings: summaries that are not public
+    (``private``), raw values that had to be refanged (``refanged``) and each
+    URL summary's host (``hosts``). Strings are not containers: a tuple per
+    value would add to the garbage collector's work (see ``Sighting``).
+    """
+
+    __slots__ = ("summaries", "private", "refanged", "hosts", "_normalise", "_unfang")
+
+    def __init__(self, normalise: Callable[[str], Tuple[Any, ...]], unfang: Callable[[str], str]):
+        self.summaries: Dict[str, Union[str, ValueRejected]] = {}
+        self.private: set = set()
+        self.refanged: set = set()
+        self.hosts: Dict[str, str] = {}
+        self._normalise = normalise  # value -> (summary, is_public[, url host])
+        self._unfang = unfang
+
+    def summary(self, raw: str) -> Union[str, ValueRejected]:
+        """The outcome of a raw value not in ``summaries`` yet (the caller files it there)."""
         value = raw.strip()
-        plain = unfang(value)
+        plain = self._unfang(value)
         try:
-            summary, public = normalise(plain)
+            found = self._normalise(plain)
         except ValueRejected as rejected:  # kept in the memo: a fresh copy holds no
             return ValueRejected(rejected.reason, rejected.detail)  # traceback (no cycle)
-        if public and plain == value:
-            return summary
-        return summary, public, plain != value
-    return outcome
+        summary = found[0]
+        if not found[1]:
+            self.private.add(summary)
+        if plain != value:
+            self.refanged.add(raw)
+        if len(found) > 2:
+            self.hosts[summary] = found[2]
+        return summary
 
 
-_OUTCOMES = {
-    "Address": _outcome_function(normalise_ip, refang),
-    "Host": _outcome_function(_host_and_scope, refang),
-    "URL": _outcome_function(normalise_url, refang_url),
-    "EmailAddress": _outcome_function(normalise_email, refang),
-    "Mutex": _outcome_function(normalise_mutex, str),
-    "Registry Key": _outcome_function(normalise_registry_key, str),
-    "User Agent": _outcome_function(normalise_user_agent, str),
-}
+def _value_memos(host_names: HostNames) -> Dict[str, _ValueMemo]:
+    """TC type -> its memoised normaliser, host names normalised through ``host_names``."""
+    return {
+        "Address": _ValueMemo(normalise_ip, refang),
+        "Host": _ValueMemo(host_names, refang),
+        "URL": _ValueMemo(lambda value: normalise_url(value, host_names), refang_url),
+        "EmailAddress": _ValueMemo(lambda value: normalise_email(value, host_names), refang),
+        "Mutex": _ValueMemo(normalise_mutex, str),
+        "Registry Key": _ValueMemo(normalise_registry_key, str),
+        "User Agent": _ValueMemo(normalise_user_agent, str),
+    }
 
 
 def _collect_attributions(tags, conf: MappingSettings, counts: Dict[str, int],
@@ -846,7 +850,7 @@ def _collect_attributions(tags, conf: MappingSettings, counts: Dict[str, int],
     return found
 
 
-def _collect_files(sub: _Submission, conf: MappingSettings, merged: Dict[str, Dict[str, list]],
+def _collect_files(sub: _Submission, conf: MappingSettings, merged: Buckets,
                    counts: Dict[str, int], rejections: _Rejections) -> None:
     """File indicators for the submitted file and, optionally, the extracted ones."""
     by_hash: Dict[Tuple[str, str], str] = {}  # (hash kind, digest) -> summary in merged["File"]
@@ -882,21 +886,22 @@ def _collect_files(sub: _Submission, conf: MappingSettings, merged: Dict[str, Di
         if previous is not None:  # the same file again (by any hash): merge
             counts["duplicate"] += 1
             same = bucket.pop(previous)
+            file, same_rank = same["file"], same["rank"]
             for kind, value in hashes.items():
-                same[3]["hashes"].setdefault(kind, value)
-            hashes = same[3]["hashes"]
-            same[0] = max(same[0], H_RANK[h_type])
-            if occurrence not in same[3]["occurrences"]:
-                same[3]["occurrences"].append(occurrence)
-            if same[3]["size"] is None:
-                same[3]["size"] = entry.get("size")
+                file["hashes"].setdefault(kind, value)
+            hashes = file["hashes"]
+            rank = max(same_rank, H_RANK[h_type])
+            if occurrence not in file["occurrences"]:
+                file["occurrences"].append(occurrence)
+            if file["size"] is None:
+                file["size"] = entry.get("size")
         else:
-            extra = {"hashes": hashes, "size": entry.get("size"), "occurrences": [occurrence]}
-            same = [H_RANK[h_type], sub.classification, (), extra]
-        same[3]["hashes"] = hashes = {k: hashes[k] for k in ("md5", "sha1", "sha256") if k in hashes}
-        same[2] = (hashes["sha256"],) if "sha256" in hashes else ()
+            file = {"hashes": hashes, "size": entry.get("size"), "occurrences": [occurrence]}
+            rank = H_RANK[h_type]
+        file["hashes"] = hashes = {k: hashes[k] for k in ("md5", "sha1", "sha256") if k in hashes}
         summary = " : ".join(hashes.values())
-        bucket[summary] = same
+        bucket[summary] = {"rank": rank, "classification": sub.classification,
+                           "files": hashes.get("sha256", ""), "file": file, "host": None}
         for kind, value in hashes.items():
             by_hash[(kind, value)] = summary
 
@@ -932,19 +937,15 @@ def _occurrence(sub: _Submission, entry: Mapping[str, Any], send_path: bool = Fa
     return occurrence
 
 
-def _apply_cap(merged: Dict[str, Dict[str, list]], cap: int, counts: Dict[str, int]):
+def _apply_cap(merged: Buckets, cap: int, counts: Dict[str, int]):
     """None when everything fits, else the set of (type, summary) kept."""
     total = sum(len(bucket) for bucket in merged.values())
     if total <= cap:
         return None
-    order = sorted((-_entry_rank(entry), tc_type, summary)
-                   for tc_type, bucket in merged.items() for summary, entry in bucket.items())
+    order = sorted((-sighting["rank"], tc_type, summary)
+                   for tc_type, bucket in merged.items() for summary, sighting in bucket.items())
     counts["overflow"] = total - cap
     return {(tc_type, summary) for _, tc_type, summary in order[:cap]}
-
-
-def _entry_rank(entry) -> int:
-    return entry[0] if type(entry) is list else H_RANK[entry["h_type"]]
 
 
 def _fit(text: str, suffix: str) -> str:
@@ -972,7 +973,7 @@ class _Context:
             for sha in attribution[3]:
                 self.by_sha.setdefault(sha, []).append(attribution)
         self.all_attributions = attributions
-        self.files: Dict[Any, List[Dict[str, str]]] = {}  # tuple(sha256s as given) -> tags
+        self.files: Dict[str, List[Dict[str, str]]] = {}  # _files_key -> tags
         self.by_names: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
         self.by_attributed: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
         self.all_tags: Optional[List[Dict[str, str]]] = None
@@ -1006,27 +1007,18 @@ class _Context:
             found = self.by_names[names] = [{"name": name} for name in names]
         return found
 
-    def for_files(self, shas) -> List[Dict[str, str]]:
-        """The tag list of an indicator found in these files (shared by content).
-
-        Memoised in ``self.files`` under the tuple as given (so ``_render``
-        finds it without sorting).
-        """
-        if not self.all_attributions:
-            return self.base_tags
-        found = self._for_files(shas)
-        if type(shas) is not set:
-            try:
-                self.files[tuple(shas)] = found
-            except TypeError:
-                pass
+    def for_files(self, files: str) -> List[Dict[str, str]]:
+        """The tag list of an indicator found in these files (``_files_key``; shared by
+        content, memoised)."""
+        found = self.files.get(files)
+        if found is None:
+            found = self.files[files] = self._for_files(_files_of(files))
         return found
 
-    def _for_files(self, shas) -> List[Dict[str, str]]:
-        try:
-            strings = [s.lower() for s in sorted(shas) if isinstance(s, str)]
-        except TypeError:  # malformed sha256s: keep the strings
-            strings = [s.lower() for s in _hashable(shas)]
+    def _for_files(self, strings: List[str]) -> List[Dict[str, str]]:
+        if not self.all_attributions:
+            return self.base_tags
+        strings = [sha.lower() for sha in strings]
         if not strings:  # no file named: every attribution applies
             if self.all_tags is None:
                 self.all_tags = self.tag_list(self.tag_names(self.all_attributions))
@@ -1085,91 +1077,105 @@ class _Context:
         return found
 
 
-def _render(merged: Dict[str, Dict[str, Any]], kept, context: _Context,
-            conf: MappingSettings, counts: Dict[str, int]) -> List[Dict[str, Any]]:
+def _render(merged: Buckets, kept, context: _Context, conf: MappingSettings,
+            counts: Dict[str, int]) -> List[Dict[str, Any]]:
     """The indicator dicts, sorted by type then summary.
 
-    The ``tag``, ``securityLabel``, ``attribute`` and ``associatedGroups``
-    lists are built once per distinct value and shared between indicators
-    (read-only output: copy an indicator before changing its lists).
+    The fields an indicator shares with others (its ``tag``, ``securityLabel``,
+    ``attribute`` and ``associatedGroups`` lists and the seen dates) are bound
+    once per distinct tag and label list, in one ``shared`` dict, and the lists
+    themselves are built once per distinct value (read-only output: copy an
+    indicator before changing its lists).
     """
     indicators = []
-    append = indicators.append
     ratings = conf.rating_by_rank
-    ratings_by_h_type = {name: ratings[rank] for name, rank in H_RANK.items()}
-    fields = _merge_fields
-    groups = context.group_refs
-    for_files = context.for_files
-    tags_by_files = context.files  # the memo for_files fills, read inline here
-    base_tags = context.base_tags if not context.all_attributions else None
-    attributes = context.attributes
-    label_of = context.label
-    refuse_unlabelled = conf.refuse_unlabelled
     seen = _seen_dates(context.sub) if conf.seen_dates else None
-    file_details = _file_details(context.sub.tags, conf.detail_attributes) if conf.detail_attributes else None
-    labels_by_classification = context.labels  # likewise
+    file_details = _file_details(context.sub.tags, conf.detail_attributes) \
+        if conf.detail_attributes else {}
+    shared_by_lists: Dict[Tuple[int, int], Dict[str, Any]] = {}  # (id(tags), id(labels)) -> fields
+    labels_memo, tags_memo = context.labels, context.files  # read here before asking context
+    urls: List[Dict[str, Any]] = []  # URL indicators and their hosts, for associations
+    url_hosts: List[str] = []
     unmapped = 0
+    sent: Dict[str, set] = {}  # Host and Address summaries sent, for URL associations
     for tc_type in TC_TYPES:
         bucket = merged[tc_type]
         built = 0
+        start = len(indicators)
         for summary in sorted(bucket):
             if kept is not None and (tc_type, summary) not in kept:
                 continue
-            entry = bucket[summary]
-            if type(entry) is list:  # merged duplicates, files
-                rank, classification, shas, extra = entry
-                rating, confidence = ratings[rank]
-            else:  # the one tag that gave this summary
-                h_type, classification, shas = fields(entry)
-                rating, confidence = ratings_by_h_type[h_type]
-                extra = None
-                if not shas:
-                    shas = ()
-                elif type(shas) is str:
-                    shas = (shas,)
-            if base_tags is not None:
-                tags = base_tags
-            else:
-                try:
-                    tags = tags_by_files.get(shas if type(shas) is tuple else tuple(shas)) \
-                        if type(shas) is not set else None
-                except TypeError:  # malformed sha256s; for_files copes
-                    tags = None
-                if tags is None:
-                    tags = for_files(shas)
-            found = labels_by_classification.get(classification) \
-                if type(classification) is str else None
-            labels, no_label = found if found is not None else label_of(classification)
-            if no_label and refuse_unlabelled:
+            sighting = bucket.pop(summary)  # (freed as its indicator is made)
+            classification = sighting["classification"]
+            found = labels_memo.get(classification) if type(classification) is str else None
+            labels, no_label = found if found is not None else context.label(classification)
+            if no_label and conf.refuse_unlabelled:
                 counts["unlabelled"] += 1
                 continue
-            if extra is not None:
-                indicator = {"type": tc_type, "summary": summary, "rating": rating,
-                             "confidence": confidence}
-                _file_fields(indicator, extra)
-                indicator["tag"] = tags
-                if labels is not None:
-                    indicator["securityLabel"] = labels
-                details = file_details.get(extra["hashes"].get("sha256")) if file_details else None
-                indicator["attribute"] = attributes + details if details else attributes
-                indicator["associatedGroups"] = groups
-            elif labels is not None:
-                indicator = {"type": tc_type, "summary": summary, "rating": rating,
-                             "confidence": confidence, "tag": tags, "securityLabel": labels,
-                             "attribute": attributes, "associatedGroups": groups}
+            unmapped += no_label
+            rating, confidence = ratings[sighting["rank"]]
+            tags = tags_memo.get(sighting["files"])
+            if tags is None:
+                tags = context.for_files(sighting["files"])
+            if sighting["file"] is not None:
+                indicator = _file_indicator(summary, rating, confidence, sighting["file"], tags, labels,
+                                            context, file_details, seen)
             else:
+                shared = shared_by_lists.get((id(tags), id(labels)))
+                if shared is None:
+                    shared = shared_by_lists[(id(tags), id(labels))] = _shared_fields(
+                        tags, labels, context.attributes, context.group_refs, seen)
                 indicator = {"type": tc_type, "summary": summary, "rating": rating,
-                             "confidence": confidence, "tag": tags, "attribute": attributes,
-                             "associatedGroups": groups}
-            if no_label:
-                unmapped += 1
-            if seen:
-                indicator.update(seen)
-            append(indicator)
+                             "confidence": confidence, **shared}
+                if sighting["host"] is not None:
+                    urls.append(indicator)
+                    url_hosts.append(sighting["host"])
+            indicators.append(indicator)
             built += 1
         counts[tc_type] = built
+        if tc_type in ("Host", "Address"):
+            sent[tc_type] = {indicator["summary"] for indicator in indicators[start:]}
     counts["unmapped_classification"] += unmapped
+    if conf.url_host_associations:
+        _associate_urls_with_hosts(urls, url_hosts, sent)
     return indicators
+
+
+def _shared_fields(tags: List[Dict[str, str]], labels: Optional[List[Dict[str, str]]],
+                   attributes: List[Dict[str, Any]], groups: List[Dict[str, str]],
+                   seen: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    """An indicator's fields after ``confidence``, in output order."""
+    fields: Dict[str, Any] = {"tag": tags}
+    if labels is not None:
+        fields["securityLabel"] = labels
+    fields["attribute"] = attributes
+    fields["associatedGroups"] = groups
+    if seen:
+        fields.update(seen)
+    return fields
+
+
+def _file_indicator(summary: str, rating: int, confidence: int, file: Mapping[str, Any],
+                    tags: List[Dict[str, str]], labels: Optional[List[Dict[str, str]]],
+                    context: _Context, file_details: Mapping[str, List[Dict[str, Any]]],
+                    seen: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    indicator = {"type": "File", "summary": summary, "rating": rating, "confidence": confidence}
+    _file_fields(indicator, file)
+    details = file_details.get(file["hashes"].get("sha256"))
+    attributes = context.attributes + details if details else context.attributes
+    indicator.update(_shared_fields(tags, labels, attributes, context.group_refs, seen))
+    return indicator
+
+
+def _associate_urls_with_hosts(urls: List[Dict[str, Any]], hosts: List[str],
+                               sent: Mapping[str, set]) -> None:
+    """Each URL indicator is associated with the Host or Address indicator of its host when
+    that one is sent too (``associatedIndicators``, one per URL)."""
+    for indicator, host in zip(urls, hosts):
+        for kind in ("Host", "Address"):
+            if host in sent[kind]:
+                indicator["associatedIndicators"] = [{"summary": host, "indicatorType": kind}]
+                break
 
 
 def _file_details(tags: Sequence[Any], attribute_types: Mapping[str, str]) -> Dict[str, List[Dict[str, Any]]]:

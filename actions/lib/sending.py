@@ -18,7 +18,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from lib.al_results import TagOrder, check_sid, fetch_results
 from lib.errors import AnalysisNotReady, InputError, PackError, ThreatConnectError
 from lib.indicators import TC_TYPES, build_indicators, most_restrictive_labels
-from lib.threatconnect import ThreatConnectClient, iter_jobs
+from lib.tc_batch_bodies import iter_jobs
+from lib.tc_submit import start_job
+from lib.threatconnect import ThreatConnectClient
 
 MAX_SIDS = 5000
 # Lists in an indicator that several submissions may contribute to, with the key
@@ -190,8 +192,8 @@ def send_collected(client: ThreatConnectClient, collected: Collected,
                              unsendable):
             entry = {"batch_id": None, "items": job.items, "groups": job.groups,
                      "indicators": job.indicators, "uploaded": False}
-            client.start_job(config, job, lambda batch_id, e=entry: e.update(batch_id=batch_id) or
-                             jobs.append(e))
+            start_job(client, config, job, lambda batch_id, e=entry: e.update(batch_id=batch_id) or
+                      jobs.append(e))
             entry["uploaded"] = True
     except ThreatConnectError as error:
         error.partial_result = {"jobs": jobs, "owner": config["owner"]}  # type: ignore[attr-defined]

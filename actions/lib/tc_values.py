@@ -56,7 +56,7 @@ import functools
 import ipaddress
 from bisect import bisect_right as _bisect_right
 from socket import AF_INET as _AF_INET, AF_INET6 as _AF_INET6, inet_pton as _inet_pton
-from typing import Tuple
+from typing import Callable, Dict, Set, Tuple
 
 import idna
 
@@ -324,6 +324,35 @@ def host_is_public(host: str) -> bool:
     return not host.endswith(LOCAL_HOST_SUFFIXES)
 
 
+def host_and_scope(value: str) -> Tuple[str, bool]:
+    """``(host, is_public)`` of a host name: ``normalise_host`` then ``host_is_public``."""
+    host = normalise_host(value)
+    return host, host_is_public(host)
+
+
+class HostNames:
+    """``host_and_scope`` with a memory, for one build: the same host name comes in Host
+    tags, in many URLs and in e-mail addresses. Only accepted names are kept (a rejected
+    one is checked again, which raises again); as strings, which the garbage collector
+    does not track."""
+
+    __slots__ = ("_names", "_public")
+
+    def __init__(self) -> None:
+        self._names: Dict[str, str] = {}  # value -> host
+        self._public: Set[str] = set()  # hosts that are public
+
+    def __call__(self, value: str) -> Tuple[str, bool]:
+        host = self._names.get(value)
+        if host is None:
+            host = self._names[value] = normalise_host(value)
+            public = host_is_public(host)
+            if public:
+                self._public.add(host)
+            return host, public
+        return host, host in self._public
+
+
 # --------------------------------------------------------------------------- URLs
 
 def split_url(value: str) -> Tuple[str, str, str]:
@@ -371,8 +400,12 @@ def url_host(value: str) -> str:
     return hostport.partition(":")[0]
 
 
-def normalise_url(value: str) -> Tuple[str, bool]:
-    """Return ``(url, host_is_public)``: scheme and host lower-case, host validated."""
+def normalise_url(value: str, host_names: Callable[[str], Tuple[str, bool]] = host_and_scope
+                  ) -> Tuple[str, bool, str]:
+    """Return ``(url, host_is_public, host)``: scheme and host lower-case, host validated.
+
+    ``host`` is what ``url_host(url)`` gives (an IPv6 literal without its brackets);
+    ``host_names`` normalises a host name (a ``HostNames`` shares the work of one build)."""
     if " " in value or not value.isprintable():
         raise ValueRejected("invalid_url", "contains white space or control characters")
     scheme, netloc, tail = split_url(value)
@@ -399,11 +432,13 @@ def normalise_url(value: str) -> Tuple[str, bool]:
             address, public = _normalise_ipv6(literal)
         except ValueRejected as rejected:
             raise ValueRejected("invalid_url", "bad IPv6 literal: " + rejected.detail) from None
+        bare = address
         host = "[" + address + "]" if ":" in address else address
     else:
         host, colon, port = hostport.partition(":")
         port_part = colon + port
-        host, public = _url_host(host)
+        host, public = _url_host(host, host_names)
+        bare = host
     if port_part:
         port = port_part[1:]
         if port_part[0] != ":" or not (port == "" or (port.isdigit() and port.isascii()
@@ -414,10 +449,10 @@ def normalise_url(value: str) -> Tuple[str, bool]:
     text = scheme + "://" + userinfo + at + host + port_part + tail
     if len(text) > MAX_URL_LENGTH:
         raise ValueRejected("too_long", "URL longer than {} characters".format(MAX_URL_LENGTH))
-    return text, public
+    return text, public, bare
 
 
-def _url_host(host: str) -> Tuple[str, bool]:
+def _url_host(host: str, host_names: Callable[[str], Tuple[str, bool]]) -> Tuple[str, bool]:
     if not host:
         raise ValueRejected("invalid_url", "no host")
     last = host.rstrip(".").rpartition(".")[2]
@@ -427,10 +462,9 @@ def _url_host(host: str) -> Tuple[str, bool]:
         except ValueRejected as rejected:
             raise ValueRejected("invalid_url", "bad IPv4 host: " + rejected.detail) from None
     try:
-        name = normalise_host(host)
+        return host_names(host)
     except ValueRejected as rejected:
         raise ValueRejected("invalid_url", "bad host: " + rejected.detail) from None
-    return name, host_is_public(name)
 
 
 # --------------------------------------------------------------------------- e-mail addresses
@@ -440,7 +474,8 @@ _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
                          "!#$%&'*+/=?^_`{|}~.-")
 
 
-def normalise_email(value: str) -> Tuple[str, bool]:
+def normalise_email(value: str, host_names: Callable[[str], Tuple[str, bool]] = host_and_scope
+                    ) -> Tuple[str, bool]:
     """Return ``(address, domain_is_public)``: local part kept, domain lower-case punycode."""
     local, at, domain = value.rpartition("@")
     if not at or not local or not domain:
@@ -454,13 +489,13 @@ def normalise_email(value: str) -> Tuple[str, bool]:
     if "_" in domain:
         raise ValueRejected("invalid_email", "bad domain: '_' is not allowed in a mail domain")
     try:
-        domain = normalise_host(domain)
+        domain, public = host_names(domain)
     except ValueRejected as rejected:
         raise ValueRejected("invalid_email", "bad domain: " + rejected.detail) from None
     address = local + "@" + domain
     if len(address) > MAX_EMAIL_LENGTH:
         raise ValueRejected("too_long", "address longer than {} characters".format(MAX_EMAIL_LENGTH))
-    return address, host_is_public(domain)
+    return address, public
 
 
 # --------------------------------------------------------------------------- host artefacts
