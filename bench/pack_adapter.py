@@ -82,7 +82,7 @@ def _outcome(kind: str, raw: str) -> Optional[Tuple[str, str, bool]]:
             summary, public = normalise_email(refang(value))
         else:
             try:
-                summary, public = normalise_url(refang_url(value))
+                summary, public, _host = normalise_url(refang_url(value))
             except ValueRejected as rejected:
                 if rejected.reason != "unsupported_scheme":
                     raise
