@@ -113,16 +113,13 @@ def test_retries_with_real_waits_carry_later_timestamps():
     assert all(e["signature_ok"] and abs(e["time"] - int(e["timestamp"])) < 1.0 for e in log)
 
 
-@pytest.mark.xfail(strict=True, reason="connection-level retries are urllib3's, which re-sends the "
-                                       "request signed before the first attempt (within the 5-minute "
-                                       "window: backoff capped at 10 s); see CHANGES")
 def test_a_connection_retry_after_a_wait_is_signed_again():
     with ThreatConnectEmulator(access_id=TC_ACCESS_ID, secret_key=TC_SECRET_KEY, owners=[TC_OWNER]) as emu:
         client = ThreatConnectClient(dict(SETTINGS, api_url=emu.url))
-        emu.fail_next(DROP, count=2, method="GET")  # urllib3 retries at once, then after 1 s
+        emu.fail_next(DROP, count=2, method="GET")  # retried after 0.5 s, then after 1 s
         started = time.time()
         client.indicator_types()
         log = emu.request_log()
     assert [e["status"] for e in log] == [DROP, DROP, 200] and time.time() - started >= 1.0
     assert all(e["signature_ok"] for e in log)  # the signature stays valid for its Timestamp
-    assert log[2]["timestamp"] != log[0]["timestamp"]  # fails: the same Timestamp, 1 s later
+    assert log[2]["timestamp"] != log[0]["timestamp"]  # signed again by the client's own loop

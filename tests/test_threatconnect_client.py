@@ -21,6 +21,7 @@ from lib.tc_batch_bodies import iter_jobs
 from lib.tc_batch_config import validate_batch_config
 from lib.tc_http import build_session, retry_after_seconds
 from lib.tc_submit import submit
+from lib.tc_http import connection_backoff, retryable_connection_error
 from lib.threatconnect import ThreatConnectClient
 from tests.emulators.threatconnect import BATCH_DISABLED_TEXT, PERMISSION_DENIED_TEXT
 from tests.emulators.threatconnect import ThreatConnectEmulator
@@ -183,13 +184,24 @@ def test_session_tls_proxies_and_connection_retry(tmp_path):
         is False
     client = ThreatConnectClient(settings_for(url, proxies={"https": "http://proxy:3128"}))
     assert client.verify is True and client.proxies == {"https": "http://proxy:3128"}
-    retry = build_session(settings_for(url, retries=20)).get_adapter(url).max_retries
-    assert retry.total == 20 and retry.connect == 20 and retry.status == 0
-    assert set(retry.allowed_methods) == {"GET", "HEAD"}  # POST read errors: not replayed
-    assert not retry.is_retry("GET", 503, has_retry_after=True)  # statuses: client loop
-    for _ in range(12):
-        retry = retry.increment("GET", "/api", error=urllib3.exceptions.ConnectTimeoutError())
-    assert 0 < retry.get_backoff_time() <= 10  # capped so an HMAC signature stays fresh
+    # urllib3 retries nothing (a replay would carry the first attempt's HMAC Timestamp)
+    assert build_session(settings_for(url, retries=20)).get_adapter(url).max_retries.total == 0
+
+
+def test_connection_failures_retried_by_the_client_loop_with_capped_backoff():
+    refused = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(
+        None, "/api", urllib3.exceptions.NewConnectionError(None, "refused")))
+    aborted = requests.exceptions.ConnectionError("Connection aborted: RemoteDisconnected")
+    read_timeout = requests.exceptions.ReadTimeout("read timed out")
+    tls = requests.exceptions.SSLError("certificate verify failed")
+    for method in ("GET", "POST"):
+        assert retryable_connection_error(refused, method)  # nothing reached the server
+        assert retryable_connection_error(requests.exceptions.ConnectTimeout("x"), method)
+        assert not retryable_connection_error(tls, method)
+    assert retryable_connection_error(aborted, "GET") and retryable_connection_error(read_timeout, "GET")
+    assert not retryable_connection_error(aborted, "POST")  # the server may have acted
+    assert not retryable_connection_error(read_timeout, "POST")
+    assert [connection_backoff(n) for n in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
 
 
 def test_tls_verification_off_is_logged(caplog):

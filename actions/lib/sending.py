@@ -207,7 +207,9 @@ def send_analyses(service: Any, client: ThreatConnectClient, config: Mapping[str
     """The ``send_to_threatconnect`` result: references and counts, never the indicators."""
     sids = check_sids(sids)
     collected = collect(service, config, sids, max_tags)
+    said = len(client.warnings)
     sent = send_collected(client, collected, overrides)
+    collected.warnings.extend(client.warnings[said:])  # e.g. a create that may have left a job
     rejected = collected.rejected + [
         {"value": e.get("source"), "type": None, "reason": "unsendable", "detail": e["reason"]}
         for e in sent["unsendable"]]

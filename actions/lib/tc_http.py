@@ -1,12 +1,12 @@
 """HTTP plumbing for the ThreatConnect client: session, TLS, retries, answers, scrubbing.
 
-Connection failures before a byte is sent, and read failures of GETs, are
-retried by urllib3's ``Retry`` mounted on the session's adapter (capped
-backoff; ``connect_retry``). POST read failures are not: the server may have
-acted. Retrying on HTTP statuses is the client's own loop
-(``ThreatConnectClient``), because each attempt must be signed afresh and the
-decision needs the body (``is_tc_refusal``) and the ``Retry-After`` header
-(``retry_after_seconds``).
+Every retry is the client's own loop (``ThreatConnectClient``), never
+urllib3's, because each attempt must be signed afresh (an HMAC Timestamp is
+valid 5 minutes, and a replay carries the old one): connection failures before
+a byte is sent and read failures of GETs (``retryable_connection_error``,
+``connection_backoff``), and HTTP statuses, whose decision needs the body
+(``is_tc_refusal``) and the ``Retry-After`` header (``retry_after_seconds``).
+POST read failures are not retried: the server may have acted.
 """
 import logging
 import re
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+import urllib3
 
 from lib.config import secret_values
 from lib.tc_auth import auth_from_settings
@@ -29,27 +29,30 @@ USER_AGENT = "stackstorm-assemblyline-threatconnect"
 MAX_MESSAGE_CHARS = 500
 
 
-class _ConnectRetry(Retry):
-    """urllib3 retry for failures before a response exists, with a short backoff cap.
-
-    The cap keeps even 20 retries well inside the 5-minute life of the HMAC
-    signature urllib3 re-sends unchanged. urllib3 1.26 reads the cap from the
-    class attribute, 2.x from the ``backoff_max`` argument (set in ``connect_retry``).
-    """
-
-    DEFAULT_BACKOFF_MAX = 10
+CONNECT_BACKOFF_MAX = 10.0
 
 
-def connect_retry(retries: int, backoff_factor: float = 0.5) -> Retry:
-    """Retry connection errors (any method) and read errors (GET only), never statuses."""
-    kwargs = dict(total=retries, connect=retries, read=retries, status=0, other=0,
-                  redirect=False, allowed_methods=frozenset({"GET", "HEAD"}),
-                  status_forcelist=None, backoff_factor=backoff_factor,
-                  respect_retry_after_header=False, raise_on_status=False)
-    try:
-        return _ConnectRetry(backoff_max=_ConnectRetry.DEFAULT_BACKOFF_MAX, **kwargs)
-    except TypeError:  # urllib3 1.26: no backoff_max argument
-        return _ConnectRetry(**kwargs)
+def retryable_connection_error(exc: requests.RequestException, method: str) -> bool:
+    """May this failure be retried (signed afresh)? Any method when nothing reached the
+    server (connection refused, connect timeout); GET/HEAD for read failures too (the server
+    may have acted on a POST: it is never replayed). TLS failures are not retried."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or _nothing_sent(exc):
+        return True
+    return method.upper() in ("GET", "HEAD") and isinstance(
+        exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+
+
+def _nothing_sent(exc: requests.RequestException) -> bool:
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def connection_backoff(attempt: int, factor: float = 0.5) -> float:
+    """Seconds before connection retry ``attempt`` (0-based): 0.5, 1, 2 ... capped at 10."""
+    return min(CONNECT_BACKOFF_MAX, factor * (2 ** attempt))
 
 
 def tls_verify(settings: Mapping[str, Any]) -> Union[bool, str]:
@@ -67,7 +70,7 @@ def build_session(settings: Mapping[str, Any],
     session.verify = tls_verify(settings)
     session.proxies.update(settings.get("proxies") or {})
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-    adapter = HTTPAdapter(max_retries=connect_retry(int(settings.get("retries", 4))))
+    adapter = HTTPAdapter(max_retries=0)  # retries are the client's loop: each attempt signed afresh
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     if session.verify is False:

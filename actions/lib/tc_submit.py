@@ -50,10 +50,12 @@ def submit(client: ThreatConnectClient, indicators: Iterable[Mapping[str, Any]],
          "errors": [{"reason", "source", "batch_id"}],   # all of them
          "unfinished": [batch_id, ...],
          "stopped": None | {"reason": "halt_on_error" | "fatal_error" |
-                            "poll_timeout", "batch_id", "message"}}
+                            "poll_timeout", "batch_id", "message"},
+         "warnings": [str, ...]}   # e.g. a create retried that may have left an empty job
     """
     config = client.batch_config(action, overrides)
     result = _new_aggregate(config)
+    said = len(client.warnings)
     rejected = []  # type: List[Dict[str, Any]]
     try:
         for job in iter_jobs(groups, indicators, client.max_items, client.max_bytes, rejected):
@@ -65,8 +67,10 @@ def submit(client: ThreatConnectClient, indicators: Iterable[Mapping[str, Any]],
         _take_rejected(result, rejected)
     except ThreatConnectError as exc:
         _take_rejected(result, rejected)
+        result["warnings"] = client.warnings[said:]
         exc.partial_result = result  # type: ignore[attr-defined]
         raise
+    result["warnings"] = client.warnings[said:]
     return result
 
 

@@ -7,15 +7,17 @@ Authentication is ``lib.tc_auth``, the session and connection retries
 ``lib.tc_http``, batch bodies ``lib.tc_batch_bodies``, and sending any number
 of items as jobs ``lib.tc_submit``.
 
-HTTP 429/5xx are retried by this client's own loop (``_send``), not by urllib3,
+HTTP 429/5xx and connection failures are retried by this client's own loop
+(``_send``), not by urllib3,
 because each attempt must be signed afresh (an HMAC Timestamp is valid 5
 minutes), because the decision needs the body (TC's plain-text 503 "batch job
 api is not available" is a configuration answer and is never retried) and
 because it differs per call:
 
 * GET status / errors / types: 429, 500, 502, 503, 504.
-* POST create batch: the same. A duplicate create leaves at most an empty job
-  in ``Created`` state that holds no data and never runs: harmless.
+* POST create batch: the same. A create retried after a 5xx may leave an empty
+  job in ``Created`` state from the first attempt (it holds no data and never
+  runs): each such retry is said in ``warnings``, so no job is left unreported.
 * POST upload and createAndUpload: 429 only (the server refused before doing
   anything). After a 5xx the job may be queued already; replaying would
   duplicate ``Append`` attributes, so the error is reported instead.
@@ -35,12 +37,13 @@ from lib.config import apply_defaults, load_schema
 from lib.errors import InputError, ThreatConnectError
 from lib.tc_auth import HmacAuth
 from lib.tc_batch_config import validate_batch_config
-from lib.tc_http import (Scrubber, build_session, exception_reason, is_tc_refusal,
-                         response_message, retry_after_seconds, tls_verify)
+from lib.tc_http import (Scrubber, build_session, connection_backoff, exception_reason, is_tc_refusal,
+                         response_message, retry_after_seconds, retryable_connection_error, tls_verify)
 
 LOG = logging.getLogger(__name__)
 
 _RETRY_IDEMPOTENT = frozenset({429, 500, 502, 503, 504})
+ERRORS_ATTEMPTS = 5  # reads of a just-completed job's error file while TC answers 404
 _RETRY_CREATE = _RETRY_IDEMPOTENT
 _RETRY_NO_REPLAY = frozenset({429})
 
@@ -74,6 +77,7 @@ class ThreatConnectClient:
         self.sleep = sleep
         self.monotonic = monotonic
         self.errors_retry_delay = errors_retry_delay
+        self.warnings: List[str] = []  # what a caller must report (a create that may have left a job)
         self.poll_initial = poll_initial
         self.poll_max = poll_max
         self.backoff_factor = backoff_factor
@@ -102,13 +106,13 @@ class ThreatConnectClient:
     # ---------------------------------------------------------------- HTTP core
 
     def _send(self, method: str, path: str, retry_on: FrozenSet[int],
-              **kwargs: Any) -> requests.Response:
+              retried: Optional[List[int]] = None, **kwargs: Any) -> requests.Response:
         """One call with the status retry loop; returns the final response.
 
         Every attempt goes through ``session.request`` again, so HMAC signs it
         with a fresh Timestamp.
         """
-        attempt, resigned = 0, False
+        attempt, resigned, connection_attempt = 0, False, 0
         while True:
             started = self.monotonic()
             try:
@@ -117,6 +121,13 @@ class ThreatConnectClient:
                     proxies=self.proxies, allow_redirects=False, **kwargs)
             except requests.RequestException as exc:
                 LOG.debug("ThreatConnect %s %s failed: %s", method, path, type(exc).__name__)
+                if connection_attempt < self.retries and retryable_connection_error(exc, method):
+                    delay = connection_backoff(connection_attempt)
+                    connection_attempt += 1
+                    LOG.warning("ThreatConnect %s %s: %s; retry %d of %d in %.1f s", method, path,
+                                type(exc).__name__, connection_attempt, self.retries, delay)
+                    self.sleep(delay)
+                    continue
                 raise ThreatConnectError(self._scrub("{} {}: cannot reach ThreatConnect: {}".format(
                     method, path, exception_reason(exc, self.timeout))), None) from None
             LOG.debug("ThreatConnect %s %s -> HTTP %s (%.2f s)", method, path,
@@ -130,6 +141,8 @@ class ThreatConnectClient:
             if delay is None:
                 return response
             attempt += 1
+            if retried is not None:
+                retried.append(response.status_code)
             LOG.warning("ThreatConnect %s %s answered HTTP %s; retry %d of %d in %.1f s",
                         method, path, response.status_code, attempt, self.retries, delay)
             response.close()
@@ -185,7 +198,8 @@ class ThreatConnectClient:
     def create_batch(self, config: Mapping[str, Any]) -> int:
         """POST /v2/batch: create a job and return its batch id."""
         body = json.dumps(validate_batch_config(config), separators=(",", ":")).encode("utf-8")
-        response = self._send("POST", "/v2/batch", _RETRY_CREATE, data=body,
+        retried: List[int] = []
+        response = self._send("POST", "/v2/batch", _RETRY_CREATE, retried=retried, data=body,
                               headers={"Content-Type": "application/json; charset=utf-8"})
         if response.status_code not in (200, 201):
             raise self._fail(response, "create batch job")
@@ -194,6 +208,12 @@ class ThreatConnectClient:
         if _dig(payload, "status") != "Success" or not _is_id(batch_id):
             raise ThreatConnectError("create batch job: answer has no batch id",
                                      response.status_code)
+        ambiguous = [status for status in retried if status >= 500]
+        if ambiguous:
+            self.warnings.append(
+                "creating batch {} took {} attempts after HTTP {}: ThreatConnect may hold {} empty "
+                "job(s) in Created state from the earlier attempts (no data, never run)".format(
+                    batch_id, len(retried) + 1, ", ".join(map(str, ambiguous)), len(ambiguous)))
         return int(batch_id)
 
     def upload(self, batch_id: int, body: bytes, gzip: Optional[bool] = None) -> Dict[str, Any]:
@@ -253,16 +273,17 @@ class ThreatConnectClient:
     def errors(self, batch_id: int, just_completed: bool = False) -> List[Dict[str, Any]]:
         """GET /v2/batch/{id}/errors: the error file (a gzip JSON array); 404 means none.
 
-        TC may answer 404 for a moment after a job completes; with
-        ``just_completed`` a 404 is retried once after ``errors_retry_delay``.
+        TC may answer 404 for a while after a job completes; with
+        ``just_completed`` a 404 is retried ``ERRORS_ATTEMPTS - 1`` times after
+        ``errors_retry_delay``, doubling (5 + 10 + 20 + 40 s by default).
         """
         batch_id = _checked_id(batch_id)
         path = "/v2/batch/{}/errors".format(batch_id)
-        for attempt in range(2):
+        for attempt in range(ERRORS_ATTEMPTS):
             response = self._send("GET", path, _RETRY_IDEMPOTENT)
             if response.status_code == 404:
-                if just_completed and attempt == 0:
-                    self.sleep(self.errors_retry_delay)
+                if just_completed and attempt < ERRORS_ATTEMPTS - 1:
+                    self.sleep(self.errors_retry_delay * 2 ** attempt)
                     continue
                 return []
             if response.status_code != 200:
