@@ -269,12 +269,15 @@ def test_create_upload_status_errors_roundtrip(emu, rec):
     assert upload["content_encoding"] is None
 
 
-def test_errors_404_means_none_and_is_retried_once_after_completion(emu, rec):
+def test_errors_404_means_none_and_is_retried_with_backoff_after_completion(emu, rec):
     client = client_for(emu, rec)
     clean = client.create_batch(client.batch_config())
     client.upload(clean, b'{"indicator":[{"type":"Host","summary":"a.example"}]}')
     assert client.wait(clean)[1]
-    assert client.errors(clean) == [] and client.errors(clean, just_completed=True) == []
+    assert client.errors(clean) == []
+    rec.sleeps.clear()
+    assert client.errors(clean, just_completed=True) == []  # a late error file is waited for
+    assert rec.sleeps == [0.01, 0.02, 0.04, 0.08]  # then 404 means none
     emu.configure(error_file_delay=1)
     dirty = client.create_batch(client.batch_config())
     client.upload(dirty, b'{"indicator":[{"type":"Host","summary":"B.example"}]}')
@@ -282,7 +285,7 @@ def test_errors_404_means_none_and_is_retried_once_after_completion(emu, rec):
     rec.sleeps.clear()
     assert len(client.errors(dirty, just_completed=True)) == 1
     assert rec.sleeps == [0.01]
-    assert len(requests_to(emu, "GET", r"/errors$")) == 5  # clean: 1 + 2, dirty: 2
+    assert len(requests_to(emu, "GET", r"/errors$")) == 8  # clean: 1 + 5, dirty: 2
 
 
 def test_gzip_upload_and_local_size_limit(emu, rec):
