@@ -8,8 +8,9 @@ Side by side, in turn (A, floor, B, A, floor, B ...), median of ``--repeat`` run
   uploads (``iter_jobs``, 25,000 items / 2,000,000 bytes per job);
 * the fair floor (bench/floor.py): the same indicators (checked equal), with the same filters,
   lookups, labels and shared lists, minus only validation and normalisation; serialised by the
-  same ``iter_jobs``; run twice, with the garbage collector as the process has it and paused
-  while building (as ``build_indicators`` pauses it today), the faster counting;
+  same ``iter_jobs``; run with the garbage collector as the process has it, as the pack runs
+  (it may not change the collector process-wide), which is the floor the goal counts; and again
+  with the collector paused while building, reported beside it;
 * B, tcex (latest release, run in ``.venv/tcex`` by bench/tcex_worker.py): the pack's output
   (handed over untimed) built as tcex batch objects with the same tags, attributes, labels and
   group associations, and its batch data serialised as ``Batch.submit_all`` does. B is given
@@ -60,8 +61,8 @@ def pack_run(doc: Dict[str, Any], conf: Dict[str, Any]) -> Dict[str, Any]:
 
 def floor_run(doc: Dict[str, Any], table: Dict[str, Any], xid: str, groups: list,
               gc_paused: bool) -> Dict[str, Any]:
-    """The floor, with the collector as the process has it or paused while it builds (as
-    ``build_indicators`` pauses it today): the faster of the two is the floor reported."""
+    """The floor, with the collector as the process has it (the goal's floor: the pack runs so)
+    or paused while it builds (shown beside it: what a process-wide GC change would buy)."""
     gc.collect()
     if gc_paused:
         gc.disable()
@@ -163,8 +164,10 @@ def report_build(runs: Dict[str, list], count: int) -> None:
     else:
         print("B tcex: skipped (--no-tcex, or no .venv/tcex: `make bench` builds it)")
     goal = GOAL_FLOOR.get(sys.version_info[:2], 0.75)
-    share = min(medians["floor"], medians["floor_gc_paused"]) / medians["pack"]
+    share = medians["floor"] / medians["pack"]
     common.ratio("p2.build_validate_serialise.pack_vs_floor", share, ">= {}".format(goal), share >= goal)
+    common.ratio("p2.build_validate_serialise.pack_vs_floor_with_its_collector_paused",
+                 medians["floor_gc_paused"] / medians["pack"])
 
 
 def complete_phase(args: argparse.Namespace, conf: Dict[str, Any], tcex: Optional[str], url: str) -> None:
