@@ -17,8 +17,8 @@ for _sub in ("sensors", os.path.join("actions", "lib"), "actions", ""):
         sys.path.insert(0, _path)
 
 from lib.config import apply_defaults, load_schema  # noqa: E402
-from lib.indicators import build_indicators  # noqa: E402
-from lib.tc_values import (ValueRejected, host_is_public, normalise_email, normalise_host,  # noqa: E402
+from lib.indicators import _authority_of_non_web_uri, build_indicators  # noqa: E402
+from lib.tc_values import (HostNames, ValueRejected, host_is_public, normalise_email, normalise_host,  # noqa: E402
                            normalise_ip, normalise_url, refang, refang_url, url_host)
 from lib.tc_batch_bodies import iter_jobs  # noqa: E402
 from lib.tc_submit import submit as tc_submit  # noqa: E402
@@ -86,30 +86,10 @@ def _outcome(kind: str, raw: str) -> Optional[Tuple[str, str, bool]]:
             except ValueRejected as rejected:
                 if rejected.reason != "unsupported_scheme":
                     raise
-                return _authority(value)
+                return _authority_of_non_web_uri(value, HostNames())
     except ValueRejected:
         return None
     return kind, summary, public
-
-
-def _authority(value: str) -> Optional[Tuple[str, str, bool]]:
-    """A non-web URI (tcp://1.2.3.4:4444) stands for the Address or Host it contacts."""
-    try:
-        host = url_host(refang_url(value))
-    except ValueRejected:
-        return None
-    if not host:
-        return None
-    try:
-        address, public = normalise_ip(host)
-        return "Address", address, public
-    except ValueRejected:
-        pass
-    try:
-        name = normalise_host(host)
-    except ValueRejected:
-        return None
-    return "Host", name, host_is_public(name)
 
 
 def floor_outcomes(doc: Mapping[str, Any], drop_private: bool = True

@@ -4,8 +4,9 @@ Each poll: dispatch pages left over from a previous process, then pop up to
 ``max_pages_per_poll`` pages (one request each), persisting every page before
 dispatching from it and marking it done with what it dispatched (two writes
 per page, whatever its size: the done page settles those ingests' ledger
-records, none is deleted per message); a popped page whose write failed is kept in memory and written first on
-the next poll, and nothing more is popped until it is. Queue failures back off
+records, none is deleted per message); a popped page whose write failed is
+kept in memory and written first on the next poll, and nothing more is popped
+until it is. Queue failures back off
 exponentially (capped) and recover by themselves. Reconciliation of ingests
 past their deadline runs on its own schedule, after a successful queue poll,
 with its own backoff: its failures never delay queue draining. ``poll()`` never
@@ -22,7 +23,7 @@ from lib.dead_letters import DeadLetters
 from lib.errors import AssemblylineError, PackError
 from lib.inbox import Inbox
 from lib.ledger import IngestLedger
-from lib.notifications import OVERDUE, MalformedMessage, delivery_key_of, ingest_id_of, trigger_for
+from lib.notifications import MalformedMessage, delivery_key_of, ingest_id_of, trigger_for
 from lib.reconcile import Reconciler
 from lib.sensor_lease import SensorLease
 
@@ -181,8 +182,7 @@ class AssemblylineNotificationSensor(PollingSensor):
                 continue
             self._dispatch(trigger, payload, page.recovered)
             keys = list(dict.fromkeys([ingest_id, key]))
-            for seen in keys:
-                self._inbox.remember(seen)
+            self._inbox.remember_all(keys)
             remembered.extend(keys)
         self._inbox.done(page, remembered)  # settles their ledger records too
 
@@ -190,13 +190,12 @@ class AssemblylineNotificationSensor(PollingSensor):
         """A reconciled outcome stored by an earlier process that may have died before or after
         dispatching it: dispatched again (flagged ``redelivered``) unless already remembered."""
         remembered = []
-        for trigger, payload, _ledger_key, keys in page.triggers:
+        for trigger, payload, keys in page.triggers:
             if any(self._inbox.seen(k) for k in keys):
                 self.stats["duplicates"] += 1
             else:
                 self._dispatch(trigger, dict(payload), page.recovered)
-            for key in keys:
-                self._inbox.remember(key)
+            self._inbox.remember_all(keys)
             remembered.extend(keys)
         self._inbox.done(page, remembered)
 

@@ -30,7 +30,7 @@ DONE_TTL_SECONDS = 30 * 24 * 3600  # as long as ledger records live: done pages 
 class Page(NamedTuple):
     key: str                 # datastore name (local to the sensor class)
     messages: List[Any]      # queue messages as popped, or
-    triggers: Optional[List[List[Any]]] = None  # [trigger, payload, ledger key, keys]: by reconciliation
+    triggers: Optional[List[List[Any]]] = None  # [trigger, payload, keys]: made by reconciliation
     recovered: bool = False  # stored by an earlier process and not marked done: may repeat triggers
 
 
@@ -47,6 +47,10 @@ class Inbox:
     # -- dedupe memory -----------------------------------------------------
     def seen(self, ingest_id: str) -> bool:
         return ingest_id in self._seen
+
+    def remember_all(self, keys: List[str]) -> None:
+        for key in keys:
+            self.remember(key)
 
     def remember(self, ingest_id: str) -> None:
         self._seen[ingest_id] = None
@@ -85,10 +89,10 @@ class Inbox:
                                              uuid.uuid4().hex[:16])
         return Page(key, messages)
 
-    def outcome(self, trigger: str, payload: Dict[str, Any], ledger_key: str, keys: List[str]) -> Page:
-        """A page holding one trigger the pack made itself (a reconciled outcome), the ledger
-        record it settles and the delivery keys it stands for, not yet written."""
-        return self.page([])._replace(triggers=[[trigger, payload, ledger_key, keys]])
+    def outcome(self, trigger: str, payload: Dict[str, Any], keys: List[str]) -> Page:
+        """A page holding one trigger the pack made itself (a reconciled outcome) and the keys
+        that settle its ledger record once done, not yet written."""
+        return self.page([])._replace(triggers=[[trigger, payload, keys]])
 
     def persist(self, page: Page) -> None:
         """Write a page before anything is dispatched from it (safe to retry)."""

@@ -23,7 +23,7 @@ from lib.notifications import TOKEN_METADATA
 
 METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 METADATA_MAX_VALUE = 4096  # the ingester silently drops longer JSON-encoded values
-RESERVED_METADATA = ("ingest_id", "type", "ts", "st2_ingest_token")
+RESERVED_METADATA = ("ingest_id", "type", "ts", TOKEN_METADATA)
 QUEUE_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # the client does not URL-encode queue names
 MAX_PRIORITY = 250  # the server caps priority here
 MAX_CONCURRENCY = 32

@@ -121,7 +121,7 @@ class Reconciler:
             keys = [reported_key(record)]
         else:
             keys = [k for k in dict.fromkeys([record["ingest_id"], token_key(record)]) if k]
-        self._deliver(trigger, payload, record["key"], keys, dispatch)
+        self._deliver(trigger, payload, keys, dispatch)
         self._checked.pop(record["key"], None)
         return outcome
 
@@ -131,16 +131,14 @@ class Reconciler:
         key = token_key(record)
         return self.inbox.seen(ingest_id) or bool(key and self.inbox.seen(key))
 
-    def _deliver(self, trigger: str, payload: Dict[str, Any], ledger_key: str, keys: List[str],
-                 dispatch: Dispatch) -> None:
+    def _deliver(self, trigger: str, payload: Dict[str, Any], keys: List[str], dispatch: Dispatch) -> None:
         """Stored before the dispatch and marked done with ``keys`` after (they settle the
         record, across restarts too): a crash anywhere repeats the trigger after a restart
         (flagged ``redelivered``), never loses it."""
-        page = self.inbox.outcome(trigger, payload, ledger_key, keys)
+        page = self.inbox.outcome(trigger, payload, keys)
         self.inbox.persist(page)
         dispatch(trigger, payload)
-        for key in keys:
-            self.inbox.remember(key)
+        self.inbox.remember_all(keys)
         self.inbox.done(page, keys)
 
     def _ingest_id_of(self, found: Mapping[str, Any]) -> Optional[str]:
